@@ -1,0 +1,1 @@
+"""A reproducible quantization lab: DVC stages from data download to int8 evaluation."""

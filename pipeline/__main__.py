@@ -1,0 +1,46 @@
+"""The command line: one command per pipeline stage, in pipeline order.
+
+    python -m pipeline --help
+"""
+
+import functools
+import warnings
+
+import typer
+
+from pipeline import download, dynamic, evaluate, prepare, qat, report, static, train
+from pipeline.errors import PipelineError
+
+# torch.ao.quantization warns on import, on each call and on each quantized tensor it makes. The eager flow is a
+# deliberate choice (README, "Backends"), so the stage logs keep only what the stages themselves say.
+warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+
+STAGES = {
+    "download": download, "prepare": prepare, "train": train, "dynamic": dynamic,
+    "static": static, "qat": qat, "evaluate": evaluate, "report": report,
+}
+
+app = typer.Typer(help="Quantization lab: each command is one DVC stage.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+def one_line_errors(command):
+    """Show a PipelineError as one line on stderr and exit 1; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as error:
+            typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+for name, module in STAGES.items():
+    app.command(name)(one_line_errors(module.command))
+
+if __name__ == "__main__":
+    app()

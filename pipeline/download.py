@@ -1,0 +1,135 @@
+"""Stage `download`: the four IDX gz files of `data.dataset` into data/raw/<dataset>/.
+
+    python -m pipeline download
+
+Sources, tried per file in order: the folder `data.local_dir`, the system copy (Debian's package
+dataset-fashion-mnist), then the official mirrors that torchvision lists. A file found locally that fails its
+checksum is an error, not a reason to look elsewhere: it means that copy is damaged.
+"""
+
+import gzip
+import hashlib
+import shutil
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from torchvision.datasets import MNIST, FashionMNIST
+from torchvision.datasets.utils import download_url
+
+from pipeline.artifacts import atomic_path, first_line
+from pipeline.errors import PipelineError
+from pipeline.params import PARAMS_FILE, load_params
+
+RAW_DIR = Path("data/raw")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    name: str
+    md5: str  # of the .gz file as published
+    content_md5: str | None = None  # of the decompressed bytes, which survive recompression by a distribution
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    files: tuple[DataFile, ...]
+    mirrors: tuple[str, ...]
+    system_dir: Path | None = None
+
+
+# Debian recompresses Fashion-MNIST (new gzip header), so its .gz MD5s differ from the published ones while the
+# IDX bytes inside are the same. These are the MD5s of those IDX bytes.
+FASHION_CONTENT_MD5 = {
+    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+DATASETS = {
+    "fashion-mnist": Dataset(
+        "fashion-mnist",
+        tuple(DataFile(name, md5, FASHION_CONTENT_MD5[name]) for name, md5 in FashionMNIST.resources),
+        tuple(FashionMNIST.mirrors),
+        Path("/usr/share/datasets/fashion-mnist"),
+    ),
+    "mnist": Dataset("mnist", tuple(DataFile(name, md5) for name, md5 in MNIST.resources), tuple(MNIST.mirrors)),
+}
+
+
+def md5_of(stream) -> str:
+    return hashlib.file_digest(stream, "md5").hexdigest()
+
+
+def check_md5(path: Path, expected: DataFile) -> None:
+    """Accept the published .gz, or any gzip whose decompressed bytes are the published ones."""
+    with open(path, "rb") as stream:
+        actual = md5_of(stream)
+    if actual == expected.md5:
+        return
+    if expected.content_md5 is not None:
+        try:
+            with gzip.open(path, "rb") as stream:
+                if md5_of(stream) == expected.content_md5:
+                    return
+        except (OSError, EOFError):
+            pass  # not a readable gzip: reported below as the mismatch it is
+    raise PipelineError(f"{path}: MD5 {actual} does not match the published {expected.md5} (damaged or wrong file)")
+
+
+def copy_verified(source: Path, target: Path, expected: DataFile, verify: bool) -> None:
+    if verify:
+        check_md5(source, expected)
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def download_verified(url: str, target: Path, expected: DataFile, verify: bool) -> None:
+    with atomic_path(target) as temporary:
+        download_url(url, str(temporary.parent), temporary.name)
+        if verify:
+            check_md5(temporary, expected)
+
+
+def fetch_file(dataset: Dataset, expected: DataFile, target: Path, folders: list[Path], verify: bool) -> str:
+    """Put one verified file at `target`; return where it came from."""
+    for folder in folders:
+        if (folder / expected.name).is_file():
+            copy_verified(folder / expected.name, target, expected, verify)
+            return str(folder / expected.name)
+    failures = []
+    for mirror in dataset.mirrors:
+        url = mirror + expected.name
+        try:
+            download_verified(url, target, expected, verify)
+            return url
+        except (urllib.error.URLError, OSError, RuntimeError, PipelineError) as error:
+            failures.append(f"{url}: {getattr(error, 'reason', None) or first_line(error)}")
+    looked_in = ", ".join(str(folder) for folder in folders) or "no local folder"
+    raise PipelineError(
+        f"{expected.name}: not in {looked_in} and no mirror gave a valid copy ({'; '.join(failures)}); "
+        "set data.local_dir to a folder holding the IDX gz files"
+    )
+
+
+def fetch_dataset(dataset: Dataset, out_dir: Path, local_dir: Path | None, verify: bool) -> list[str]:
+    """Fetch every file of `dataset` into `out_dir`; return each file's source."""
+    if local_dir is not None and not local_dir.is_dir():
+        raise PipelineError(f"data.local_dir: folder {local_dir} not found")
+    folders = [folder for folder in (local_dir, dataset.system_dir) if folder is not None]
+    return [fetch_file(dataset, file, out_dir / file.name, folders, verify) for file in dataset.files]
+
+
+def command(
+    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    out_dir: Path = typer.Option(RAW_DIR, "--out", help="folder that receives <dataset>/*.gz"),
+) -> None:
+    """Fetch and verify the raw IDX files of data.dataset."""
+    params = load_params(params_file).data
+    dataset = DATASETS[params.dataset]
+    local_dir = Path(params.local_dir).expanduser() if params.local_dir else None
+    for source in fetch_dataset(dataset, out_dir / dataset.name, local_dir, params.verify_md5):
+        typer.echo(f"{dataset.name}: {source}")

@@ -1,0 +1,102 @@
+"""params.yaml, loaded strictly: an unknown, missing or wrongly typed key is an error naming that key.
+
+Each section is a pydantic model with the same field names as the YAML section. Strict mode means no silent
+coercion: `epochs: "5"` is rejected rather than turned into 5.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from ruamel.yaml import YAML, YAMLError
+
+from pipeline.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(Section):
+    dataset: Literal["fashion-mnist", "mnist"]
+    local_dir: str | None  # a folder holding the four IDX gz files, tried before the system copy and HTTP
+    verify_md5: bool  # false only for your own IDX files, which have no known checksum
+
+
+class CalibrationParams(Section):
+    size: PositiveInt  # training images drawn by seed for static calibration
+    batch_size: PositiveInt
+
+
+class TrainParams(Section):
+    arch: Literal["mlp", "cnn"]
+    hidden: list[PositiveInt] = Field(min_length=1)  # mlp: widths of the hidden layers
+    channels: list[PositiveInt] = Field(min_length=1)  # cnn: widths of the Conv-BN-ReLU blocks
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class QuantizeParams(Section):
+    engine: Literal["x86", "fbgemm", "qnnpack", "onednn"]
+
+
+class StaticParams(Section):
+    fuse: bool
+    observer: Literal["minmax", "histogram"]
+    per_channel: bool
+
+
+class QatParams(Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+
+
+class EvaluateParams(Section):
+    batch_sizes: list[PositiveInt] = Field(min_length=1)
+    threads: PositiveInt
+    warmup: int = Field(ge=0)
+    repeats: PositiveInt
+
+
+class Params(Section):
+    seed: int
+    data: DataParams
+    calibration: CalibrationParams
+    train: TrainParams
+    quantize: QuantizeParams
+    static: StaticParams
+    qat: QatParams
+    evaluate: EvaluateParams
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; raise PipelineError naming every bad key."""
+    try:
+        raw = YAML(typ="safe").load(path.read_text())
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read ({error.strerror})") from None
+    except YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params(**raw)
+    except ValidationError as error:
+        # A misspelt key is both unknown and missing: name unknown keys first, all on one line.
+        errors = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
+        raise PipelineError(f"{path}: " + "; ".join(describe(item) for item in errors)) from None
+
+
+def describe(error: dict) -> str:
+    """One line for one pydantic error: the dotted key, then what is wrong with it."""
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"{key}: {error['msg']} (got {error['input']!r})"

@@ -1,0 +1,89 @@
+"""Eager-mode int8 transforms (torch.ao.quantization): dynamic, static with calibration and fusion, and QAT.
+
+Pure functions: a model in, a new int8 model out. The stage modules (dynamic, static, qat) do the I/O. A
+`recipe` dict records how a model was quantized, so the same int8 structure can be rebuilt to load its weights.
+"""
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+from torch.ao import quantization as tq
+
+from pipeline.models import build
+
+ACTIVATION_OBSERVERS = {"minmax": tq.MinMaxObserver, "histogram": tq.HistogramObserver}
+
+
+def use_engine(engine: str) -> None:
+    """Select the kernels int8 modules pack their weights for; it must be set before quantizing or loading."""
+    torch.backends.quantized.engine = engine
+
+
+def quantize_dynamic(model: nn.Module) -> nn.Module:
+    """int8 weights for every Linear; activations are quantized on the fly per batch."""
+    return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def static_qconfig(observer: str, per_channel: bool, engine: str) -> tq.QConfig:
+    # x86/fbgemm kernels can overflow their 16-bit intermediate sums on CPUs without VNNI; 7-bit activations
+    # (quant_max 127) avoid it, as PyTorch's own default qconfig for these engines does.
+    activation_max = 127 if engine in ("x86", "fbgemm") else 255
+    activation = ACTIVATION_OBSERVERS[observer].with_args(
+        dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=0, quant_max=activation_max
+    )
+    if per_channel:
+        weight = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    else:
+        weight = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    return tq.QConfig(activation=activation, weight=weight)
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """Fold Conv+BN(+ReLU) and Linear+ReLU into single modules, so int8 runs one kernel per group."""
+    fuse_groups = tq.fuse_modules_qat if model.training else tq.fuse_modules
+    return fuse_groups(model, model.fusion_groups(), inplace=True)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Run calibration images through a prepared model so its observers record activation ranges."""
+    for batch in images.split(batch_size):
+        model(batch)
+
+
+def quantize_static(model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batch_size: int, fused: bool) -> nn.Module:
+    model = copy.deepcopy(model).eval()
+    if fused:
+        fuse(model)
+    model.qconfig = qconfig
+    tq.prepare(model, inplace=True)
+    calibrate(model, images, batch_size)
+    return tq.convert(model)
+
+
+def prepare_qat(model: nn.Module, engine: str) -> nn.Module:
+    """A fused copy with fake quantization in place, ready to fine-tune."""
+    model = fuse(copy.deepcopy(model).train())
+    model.qconfig = tq.get_default_qat_qconfig(engine)
+    return tq.prepare_qat(model)
+
+
+def convert_qat(model: nn.Module) -> nn.Module:
+    return tq.convert(copy.deepcopy(model).eval())
+
+
+def empty_int8(arch: dict, recipe: dict) -> nn.Module:
+    """The int8 module structure `recipe` produces, with placeholder weights for `load_state_dict` to replace."""
+    use_engine(recipe["engine"])
+    model = build(arch).eval()
+    if recipe["method"] == "dynamic":
+        return quantize_dynamic(model)
+    if recipe["fused"]:
+        fuse(model)
+    model.qconfig = tq.default_qconfig  # any qconfig gives the same modules; scales come from the state dict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # observers that saw no data warn; their placeholder values are replaced
+        tq.prepare(model, inplace=True)
+        return tq.convert(model)

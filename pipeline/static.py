@@ -1,0 +1,32 @@
+"""Stage `static`: post-training static int8, with layer fusion and calibration on the calibration subset.
+
+    python -m pipeline static
+"""
+
+from pathlib import Path
+
+import typer
+
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
+from pipeline.params import PARAMS_FILE, load_params
+from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.quantize import quantize_static, static_qconfig, use_engine
+
+
+def command(
+    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
+    out: Path = typer.Option(INT8_MODELS["static"], "--out", help="int8 model to write"),
+) -> None:
+    """Fuse, calibrate and convert the FP32 model to static int8."""
+    params = load_params(params_file)
+    settings, engine = params.static, params.quantize.engine
+    model, arch = load_fp32(model_file)
+    images, _ = load_split(data_dir / "calib.pt")
+    use_engine(engine)
+    qconfig = static_qconfig(settings.observer, settings.per_channel, engine)
+    int8 = quantize_static(model, qconfig, images, params.calibration.batch_size, settings.fuse)
+    recipe = {"method": "static", "engine": engine, "fused": settings.fuse,
+              "observer": settings.observer, "per_channel": settings.per_channel}
+    save_int8(int8, arch, recipe, out)

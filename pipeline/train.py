@@ -1,0 +1,93 @@
+"""Stage `train`: the FP32 model, with Adam, from the prepared training split.
+
+    python -m pipeline train
+
+`fit` is also the fine-tuning loop of quantization-aware training.
+"""
+
+from pathlib import Path
+
+import torch
+import typer
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.artifacts import save_json
+from pipeline.checkpoints import FP32_MODEL, save_fp32
+from pipeline.errors import PipelineError
+from pipeline.models import accuracy, architecture, build
+from pipeline.params import PARAMS_FILE, load_params
+from pipeline.prepare import PREPARED_DIR, load_split
+
+TRAINING_HISTORY = Path("reports/plots/training.json")
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def train_epoch(model, optimizer, schedule, images, labels, batch_size, generator, description) -> tuple[float, float]:
+    """One pass over shuffled preloaded tensors; returns mean loss and accuracy on the batches seen."""
+    model.train()
+    device = next(model.parameters()).device
+    order = torch.randperm(len(labels), generator=generator)
+    total_loss, correct = 0.0, 0
+    progress = tqdm(order.split(batch_size), desc=description, leave=False, disable=None)
+    for index in progress:
+        batch, target = images[index].to(device), labels[index].to(device)
+        logits = model(batch)
+        loss = nn.functional.cross_entropy(logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * len(index)
+        correct += (logits.argmax(1) == target).sum().item()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss / len(labels), correct / len(labels)
+
+
+def fit(model, images, labels, *, epochs, batch_size, lr, seed, device=torch.device("cpu"), test=None) -> list[dict]:
+    """Train `model` in place; return one row per epoch (loss, accuracy, and test accuracy if `test` is given).
+
+    The learning rate anneals from `lr` to zero along a cosine over all steps, so the last epochs settle the
+    weights: a later fine-tune (QAT) then gains from quantization awareness, not from training the model longer.
+    """
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * -(-len(labels) // batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        loss, train_accuracy = train_epoch(model, optimizer, schedule, images, labels, batch_size, generator, f"epoch {epoch}/{epochs}")
+        row = {"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy}
+        if test is not None:
+            row["test_accuracy"] = accuracy(model.eval(), *test)
+        typer.echo("  ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()))
+        history.append(row)
+    model.cpu().eval()
+    return history
+
+
+def command(
+    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and test.pt"),
+    out: Path = typer.Option(FP32_MODEL, "--out", help="FP32 checkpoint to write"),
+    history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
+) -> None:
+    """Train the FP32 model."""
+    params = load_params(params_file)
+    device = pick_device(params.train.device)
+    images, labels = load_split(data_dir / "train.pt")
+    test = load_split(data_dir / "test.pt")
+    torch.manual_seed(params.seed)
+    arch = architecture(params.train)
+    model = build(arch)
+    history = fit(model, images, labels, epochs=params.train.epochs, batch_size=params.train.batch_size,
+                  lr=params.train.lr, seed=params.seed, device=device, test=test)
+    save_fp32(model, arch, out)
+    save_json(history, history_out)

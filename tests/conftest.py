@@ -1,0 +1,85 @@
+"""Shared fixtures: a small, learnable data set written as the four standard IDX gz files."""
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ruamel.yaml import YAML
+from typer.testing import CliRunner
+
+from pipeline.__main__ import app
+
+from pipeline.idx import write_idx
+from pipeline.prepare import SPLIT_FILES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy 28x28 images whose class is the position of one bright square: easy to learn, never trivial."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count).astype(np.uint8)
+    images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row, col = 3 + 13 * (label // 5), 1 + 5 * (label % 5)
+        image[row:row + 8, col:col + 5] = rng.integers(180, 256)
+    return images, labels
+
+
+def write_dataset(folder: Path, train_count: int = 400, test_count: int = 200) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for (images_file, labels_file), (count, seed) in zip(SPLIT_FILES.values(), [(train_count, 1), (test_count, 2)]):
+        images, labels = synthetic_split(count, seed)
+        write_idx(images, folder / images_file)
+        write_idx(labels, folder / labels_file)
+    return folder
+
+
+def tiny_params(local_dir: Path, **overrides) -> dict:
+    """The repository's params.yaml, shrunk to seconds: local synthetic data, one epoch, few timing runs."""
+    params = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
+    params["data"].update(local_dir=str(local_dir), verify_md5=False)
+    params["calibration"].update(size=100, batch_size=50)
+    params["train"].update(epochs=3, batch_size=32, lr=0.01, device="cpu")
+    params["qat"].update(epochs=1, batch_size=32)
+    params["evaluate"].update(batch_sizes=[1, 16], warmup=1, repeats=3)
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    return params
+
+
+def write_params(path: Path, params: dict) -> Path:
+    with open(path, "w") as stream:
+        YAML(typ="safe").dump(params, stream)
+    return path
+
+
+@pytest.fixture
+def raw_dir(tmp_path) -> Path:
+    return write_dataset(tmp_path / "idx")
+
+
+@pytest.fixture
+def project(tmp_path, raw_dir, monkeypatch) -> Path:
+    """An empty working folder with tiny params.yaml, as the stages see the repository root."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_params(work / "params.yaml", tiny_params(raw_dir))
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A project folder where download, prepare and train have run once (shared, read-only for tests)."""
+    base = tmp_path_factory.mktemp("trained")
+    work = base / "work"
+    work.mkdir()
+    write_params(work / "params.yaml", tiny_params(write_dataset(base / "idx")))
+    with contextlib.chdir(work):
+        for stage in ("download", "prepare", "train", "dynamic", "static", "qat"):
+            result = CliRunner().invoke(app, [stage])
+            assert result.exit_code == 0, result.output
+    return work

@@ -1,0 +1,100 @@
+"""int8 transforms against FP32 as the reference, and int8 files that load to the very same model."""
+
+import pytest
+import torch
+
+from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8
+from pipeline.models import CNN, MLP, accuracy, predict
+from pipeline.prepare import load_split
+from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quantize_static, static_qconfig, use_engine
+from pipeline.train import fit
+
+
+@pytest.fixture(scope="module")
+def data(trained):
+    return load_split(trained / "data/prepared/train.pt"), load_split(trained / "data/prepared/test.pt")
+
+
+def test_fp32_model_learns(trained, data):
+    model = load_model(trained / "models/fp32.pt")
+    assert accuracy(model, *data[1]) > 0.8  # ten classes: chance is 0.1
+
+
+@pytest.mark.parametrize("method", ["dynamic", "static", "qat"])
+def test_int8_agrees_with_fp32(trained, data, method):
+    fp32 = load_model(trained / "models/fp32.pt")
+    int8 = load_model(trained / f"models/int8_{method}.pt")
+    images, labels = data[1]
+    agreement = (predict(fp32, images) == predict(int8, images)).float().mean().item()
+    assert agreement > 0.9
+    assert abs(accuracy(int8, images, labels) - accuracy(fp32, images, labels)) < 0.1
+
+
+def static_int8(model, images, observer="minmax", per_channel=False, fused=True):
+    use_engine("x86")
+    return quantize_static(model, static_qconfig(observer, per_channel, "x86"), images, 50, fused)
+
+
+@pytest.mark.parametrize("observer", ["minmax", "histogram"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_file_round_trip_is_exact(trained, data, tmp_path, observer, per_channel):
+    fp32, arch = load_checkpoint(trained / "models/fp32.pt")
+    images = data[0][0][:200]
+    int8 = static_int8(fp32, images, observer, per_channel)
+    recipe = {"method": "static", "engine": "x86", "fused": True}
+    save_int8(int8, arch, recipe, tmp_path / "int8.pt")
+    assert torch.equal(load_model(tmp_path / "int8.pt")(images), int8(images))
+
+
+def test_input_scale_matches_hand_computation(trained, data):
+    """QuantStub's min/max observer over [0, xmax] with 7-bit activations (x86): scale = xmax / 127, zero point 0."""
+    fp32 = load_model(trained / "models/fp32.pt")
+    images = data[0][0][:200]
+    int8 = static_int8(fp32, images)
+    assert int8.quant.scale.item() == pytest.approx(images.max().item() / 127, rel=1e-6)
+    assert int8.quant.zero_point.item() == 0
+
+
+def test_weight_scale_matches_hand_computation(trained, data):
+    """Symmetric per-tensor int8 weights: scale = max|w| / 127.5, values = round(w * (1 / scale)) in [-128, 127].
+
+    PyTorch multiplies by the float32 inverse of the scale; dividing by the scale instead can round a tie
+    (w / scale exactly x.5 in float32) the other way.
+    """
+    fp32 = load_model(trained / "models/fp32.pt")
+    int8 = static_int8(fp32, data[0][0][:200], fused=False)
+    weight, quantized = fp32.layers[0].weight.detach(), int8.layers[0].weight()
+    scale = weight.abs().max().item() / 127.5
+    assert quantized.q_scale() == pytest.approx(scale, rel=1e-6)
+    inverse_scale = torch.tensor(1 / quantized.q_scale(), dtype=torch.float32)
+    expected = torch.clamp(torch.round(weight * inverse_scale), -128, 127).to(torch.int8)
+    assert torch.equal(quantized.int_repr(), expected)
+
+
+def test_classic_mlp_file_sizes(tmp_path):
+    """The seed model 784-50-80-30-10: about 187 KB in FP32, under 31% of that as int8 (size is structure only)."""
+    torch.manual_seed(0)
+    model = MLP([50, 80, 30]).eval()
+    arch = {"name": "mlp", "hidden": [50, 80, 30]}
+    save_fp32(model, arch, tmp_path / "fp32.pt")
+    save_int8(quantize_dynamic(model), arch, {"method": "dynamic", "engine": "x86"}, tmp_path / "dynamic.pt")
+    save_int8(static_int8(model, torch.rand(64, 1, 28, 28)), arch, {"method": "static", "engine": "x86", "fused": True}, tmp_path / "static.pt")
+    fp32_size = (tmp_path / "fp32.pt").stat().st_size
+    assert 180_000 < fp32_size < 195_000
+    for name in ("dynamic", "static"):
+        assert (tmp_path / f"{name}.pt").stat().st_size < 0.31 * fp32_size
+
+
+def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
+    torch.manual_seed(0)
+    (images, labels), _ = data
+    images, labels = images[:256], labels[:256]
+    model, arch = CNN([4, 8]), {"name": "cnn", "channels": [4, 8]}
+    fit(model, images, labels, epochs=1, batch_size=64, lr=0.01, seed=0)
+    static = static_int8(model, images)
+    qat = prepare_qat(model, "x86")
+    fit(qat, images, labels, epochs=1, batch_size=64, lr=0.001, seed=0)
+    qat = convert_qat(qat)
+    for name, int8 in {"static": static, "qat": qat}.items():
+        save_int8(int8, arch, {"method": name, "engine": "x86", "fused": True}, tmp_path / f"{name}.pt")
+        assert torch.equal(load_model(tmp_path / f"{name}.pt")(images), int8(images))
