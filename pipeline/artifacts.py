@@ -21,6 +21,8 @@ from pipeline.errors import PipelineError
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a writer killed with SIGKILL
+        stale.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         yield temporary

@@ -7,6 +7,7 @@ dataset-fashion-mnist), then the official mirrors that torchvision lists. A file
 checksum is an error, not a reason to look elsewhere: it means that copy is damaged.
 """
 
+import functools
 import gzip
 import hashlib
 import shutil
@@ -15,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from torchvision.datasets import MNIST, FashionMNIST
-from torchvision.datasets.utils import download_url
 
 from pipeline.artifacts import atomic_path, first_line
 from pipeline.errors import PipelineError
@@ -49,15 +48,22 @@ FASHION_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
 }
 
-DATASETS = {
-    "fashion-mnist": Dataset(
-        "fashion-mnist",
-        tuple(DataFile(name, md5, FASHION_CONTENT_MD5[name]) for name, md5 in FashionMNIST.resources),
-        tuple(FashionMNIST.mirrors),
-        Path("/usr/share/datasets/fashion-mnist"),
-    ),
-    "mnist": Dataset("mnist", tuple(DataFile(name, md5) for name, md5 in MNIST.resources), tuple(MNIST.mirrors)),
-}
+
+
+@functools.cache
+def registry() -> dict[str, Dataset]:
+    """Files, MD5s and mirrors as torchvision lists them, keyed by the name `data.dataset` takes."""
+    from torchvision.datasets import MNIST, FashionMNIST  # imported here: it takes seconds, and only this stage needs it
+
+    return {
+        "fashion-mnist": Dataset(
+            "fashion-mnist",
+            tuple(DataFile(name, md5, FASHION_CONTENT_MD5[name]) for name, md5 in FashionMNIST.resources),
+            tuple(FashionMNIST.mirrors),
+            Path("/usr/share/datasets/fashion-mnist"),
+        ),
+        "mnist": Dataset("mnist", tuple(DataFile(name, md5) for name, md5 in MNIST.resources), tuple(MNIST.mirrors)),
+    }
 
 
 def md5_of(stream) -> str:
@@ -88,6 +94,8 @@ def copy_verified(source: Path, target: Path, expected: DataFile, verify: bool) 
 
 
 def download_verified(url: str, target: Path, expected: DataFile, verify: bool) -> None:
+    from torchvision.datasets.utils import download_url
+
     with atomic_path(target) as temporary:
         download_url(url, str(temporary.parent), temporary.name)
         if verify:
@@ -129,7 +137,7 @@ def command(
 ) -> None:
     """Fetch and verify the raw IDX files of data.dataset."""
     params = load_params(params_file).data
-    dataset = DATASETS[params.dataset]
+    dataset = registry()[params.dataset]
     local_dir = Path(params.local_dir).expanduser() if params.local_dir else None
     for source in fetch_dataset(dataset, out_dir / dataset.name, local_dir, params.verify_md5):
         typer.echo(f"{dataset.name}: {source}")

@@ -38,6 +38,7 @@ class TrainParams(Section):
     batch_size: PositiveInt
     lr: PositiveFloat
     device: Literal["auto", "cpu", "cuda"]
+    threads: PositiveInt  # CPU threads for training and QAT: float sums depend on how work is split
 
 
 class QuantizeParams(Section):

@@ -5,6 +5,7 @@
 
 from pathlib import Path
 
+import torch
 import typer
 
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
@@ -26,6 +27,7 @@ def command(
     model, arch = load_fp32(model_file)
     images, labels = load_split(data_dir / "train.pt")
     use_engine(engine)
+    torch.set_num_threads(params.train.threads)
     prepared = prepare_qat(model, engine)
     # No test split here: evaluating would also feed the fake-quant observers, which stay on in eval mode.
     fit(prepared, images, labels, epochs=params.qat.epochs, batch_size=params.qat.batch_size, lr=params.qat.lr, seed=params.seed)

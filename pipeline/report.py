@@ -9,7 +9,6 @@ import typer
 
 from pipeline.artifacts import load_json, save_text
 from pipeline.evaluate import METRICS_FILE, PLOTS_DIR
-from pipeline.plots import plot_accuracy_vs_size, plot_latency, plot_training
 from pipeline.train import TRAINING_HISTORY
 
 FIGURES_DIR = Path("reports/figures")
@@ -48,6 +47,8 @@ def command(
     summary_out: Path = typer.Option(SUMMARY_FILE, "--summary", help="Markdown summary to write"),
 ) -> None:
     """Draw the figures and write the summary table."""
+    from pipeline.plots import plot_accuracy_vs_size, plot_latency, plot_training  # matplotlib: only this stage pays
+
     metrics = load_json(metrics_file)
     plot_training(load_json(history_file), figures_dir / "training.png")
     plot_accuracy_vs_size(load_json(plots_dir / "variants.json"), figures_dir / "accuracy_vs_size.png")

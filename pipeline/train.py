@@ -82,6 +82,7 @@ def command(
     """Train the FP32 model."""
     params = load_params(params_file)
     device = pick_device(params.train.device)
+    torch.set_num_threads(params.train.threads)
     images, labels = load_split(data_dir / "train.pt")
     test = load_split(data_dir / "test.pt")
     torch.manual_seed(params.seed)

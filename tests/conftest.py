@@ -1,6 +1,9 @@
 """Shared fixtures: a small, learnable data set written as the four standard IDX gz files."""
 
 import contextlib
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +86,16 @@ def trained(tmp_path_factory) -> Path:
             result = CliRunner().invoke(app, [stage])
             assert result.exit_code == 0, result.output
     return work
+
+
+@pytest.fixture
+def mirror(raw_dir):
+    """An HTTP server on 127.0.0.1 serving the synthetic IDX files; yields its base URL."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(raw_dir))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()

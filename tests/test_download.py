@@ -1,10 +1,7 @@
 """Fetching raw files: local folders first, then HTTP mirrors; every file checked against its MD5."""
 
-import functools
 import gzip
 import hashlib
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -23,19 +20,6 @@ def dataset_of(folder, mirrors=(), system_dir=None, **wrong_md5) -> Dataset:
     """A registry entry whose checksums are those of the files in `folder` (or the given wrong ones)."""
     files = tuple(DataFile(name, wrong_md5.get(name.split("-")[0], md5(folder / name))) for name in FILE_NAMES)
     return Dataset("synthetic", files, tuple(mirrors), system_dir)
-
-
-@pytest.fixture
-def mirror(raw_dir):
-    """An HTTP server on 127.0.0.1 serving the synthetic IDX files; yields its base URL."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(raw_dir))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
 
 
 def test_local_folder_comes_first(raw_dir, tmp_path):
