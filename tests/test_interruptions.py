@@ -1,5 +1,6 @@
 """A stage killed part-way leaves no file that looks complete, and the next run succeeds."""
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.__main__ import app
 from pipeline.checkpoints import load_model
-from tests.conftest import tiny_params, write_params
+from pipeline.download import DataFile, Dataset, fetch_dataset
+from tests.conftest import CliRunner, tiny_params, write_params
 
 STALL_SECONDS = 20  # the stalled server gives up by itself, so no test can hang on it
 
@@ -44,7 +47,8 @@ def test_train_interrupted_then_rerun(trained, tmp_path, sig):
     assert process.wait(timeout=30) != 0
     assert not (work / "models/fp32.pt").exists() and leftovers(work) == []
     write_params(work / "params.yaml", params)
-    assert subprocess.run([sys.executable, "-m", "pipeline", "train"], cwd=work, capture_output=True).returncode == 0
+    with contextlib.chdir(work):
+        assert CliRunner().invoke(app, ["train"]).exit_code == 0
     load_model(work / "models/fp32.pt")
 
 
@@ -101,7 +105,6 @@ def test_download_interrupted_then_rerun(stalling_mirror, mirror, raw_dir, tmp_p
     if sig == signal.SIGINT:
         assert leftovers(out) == []
     # The next run, from a mirror that works, succeeds and sweeps away what a SIGKILL left.
-    rerun = subprocess.run([sys.executable, "-c", FETCH, mirror, str(out)], cwd=tmp_path, capture_output=True)
-    assert rerun.returncode == 0, rerun.stderr
+    fetch_dataset(Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (mirror,)), out, None, False)
     assert (out / "train-images-idx3-ubyte.gz").read_bytes() == (raw_dir / "train-images-idx3-ubyte.gz").read_bytes()
     assert leftovers(out) == []
