@@ -4,14 +4,32 @@
 VENV := .venv
 BIN := $(VENV)/bin
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
+# The stage commands call `python`: put the virtualenv's first on PATH for everything DVC starts.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: repro test data
+# `make sweep`: one DVC experiment per combination of these settings, JOBS at a time.
+# For example: make sweep SWEEP="-S train.arch=mlp,cnn -S static.observer=minmax,histogram" JOBS=4
+SWEEP ?= -S static.observer=minmax,histogram -S static.per_channel=false,true -S static.fuse=true,false
+JOBS ?= 2
+SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|per_channel|fuse)$$|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
+SWEEP_PLOTS := "Accuracy vs size" "Latency at each batch size"
+
+.PHONY: repro test data sweep
 
 repro: $(VENV)/installed data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(RUN) dvc repro
 
 test: $(VENV)/installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+	$(RUN) pytest
+
+# Results: reports/sweep.md (the key params and metrics of every experiment) and reports/sweep/index.html
+# (the accuracy-vs-size and latency plots of every experiment, overlaid).
+sweep: repro
+	$(RUN) dvc exp run --queue $(SWEEP)
+	$(RUN) dvc exp run --run-all --jobs $(JOBS)
+	$(RUN) dvc exp show --md --no-pager --drop '.*' --keep '$(SWEEP_COLUMNS)' > reports/sweep.md
+	$(RUN) dvc plots diff $$($(RUN) dvc exp ls --name-only) --targets $(SWEEP_PLOTS) -o reports/sweep
+	cat reports/sweep.md
 
 $(VENV)/installed: pyproject.toml
 	python3 -m venv $(VENV)
