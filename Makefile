@@ -14,13 +14,17 @@ JOBS ?= 2
 SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|per_channel|fuse)$$|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
 SWEEP_PLOTS := "Accuracy vs size" "Latency at each batch size"
 
-.PHONY: repro test data sweep
+.PHONY: repro test data sweep bench
 
 repro: $(VENV)/installed data
 	$(RUN) dvc repro
 
 test: $(VENV)/installed
 	$(RUN) pytest
+
+# Best FP32 against best int8 latency, per architecture and quantized engine, printed as a table.
+bench: $(VENV)/installed
+	$(RUN) python -m pipeline bench
 
 # Results: reports/sweep.md (the key params and metrics of every experiment) and reports/sweep/index.html
 # (the accuracy-vs-size and latency plots of every experiment, overlaid).

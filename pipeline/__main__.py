@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from pipeline import download, dynamic, evaluate, prepare, qat, report, static, train
+from pipeline import bench, download, dynamic, evaluate, layers, prepare, qat, report, static, train
 from pipeline.errors import PipelineError
 
 # torch.ao.quantization warns on import, on each call and on each quantized tensor it makes. The eager flow is a
@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", module=r"torch(\.|$)")
 
 STAGES = {
     "download": download, "prepare": prepare, "train": train, "dynamic": dynamic,
-    "static": static, "qat": qat, "evaluate": evaluate, "report": report,
+    "static": static, "qat": qat, "evaluate": evaluate, "layers": layers, "report": report,
 }
 
 app = typer.Typer(help="Quantization lab: each command is one DVC stage.", no_args_is_help=True,
@@ -41,6 +41,7 @@ def one_line_errors(command):
 
 for name, module in STAGES.items():
     app.command(name)(one_line_errors(module.command))
+app.command("bench")(one_line_errors(bench.command))
 
 if __name__ == "__main__":
     app()

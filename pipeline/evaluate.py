@@ -1,15 +1,14 @@
-"""Stage `evaluate`: accuracy, file size and latency of every variant, each loaded from its file alone.
+"""Stage `evaluate`: what each int8 variant gains and costs against FP32, each model loaded from its files alone.
 
     python -m pipeline evaluate
 
-Writes reports/metrics.json (one entry per variant; int8 entries add ratios against fp32) and the plot data
-under reports/plots/. Latency is the median of `evaluate.repeats` timed calls after `evaluate.warmup` untimed
-ones, under torch.inference_mode, with `evaluate.threads` threads.
+Per variant: top-1 and per-class accuracy, agreement with FP32 and logit SQNR; file sizes (the .pt state dict,
+the .ts file a user deploys, and the floor of the weights themselves); and latency in every form (eager,
+TorchScript, TorchScript optimized), median and 90th percentile per batch size, with the best form reported.
+Ratios compare best FP32 with best int8. Writes reports/metrics.json and the plot data under reports/plots/.
 """
 
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -17,8 +16,9 @@ import typer
 from torch import nn
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_model
-from pipeline.models import accuracy
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, load_model
+from pipeline.fidelity import logits, score
+from pipeline.latency import best_of, compiled_forms, cpu_flags, example_batch, load_deployable, time_calls
 from pipeline.params import PARAMS_FILE, EvaluateParams, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 
@@ -27,38 +27,36 @@ METRICS_FILE = Path("reports/metrics.json")
 PLOTS_DIR = Path("reports/plots")
 
 
-def example_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`batch_size` test images, cycling through the set if it is smaller."""
-    copies = -(-batch_size // len(images))
-    return images.repeat(copies, 1, 1, 1)[:batch_size]
-
-
-@torch.inference_mode()
-def median_latency_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(batch)
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 4)
-
-
-def measure(model: nn.Module, path: Path, images: torch.Tensor, labels: torch.Tensor, settings: EvaluateParams) -> dict:
-    latency = {
-        f"batch_{size}": median_latency_ms(model, example_batch(images, size), settings.warmup, settings.repeats)
-        for size in settings.batch_sizes
+def measure_latency(model: nn.Module, path: Path, images: torch.Tensor, settings: EvaluateParams) -> dict:
+    forms = {
+        form: {f"batch_{size}": time_calls(runnable, example_batch(images, size), settings.warmup, settings.repeats)
+               for size in settings.batch_sizes}
+        for form, runnable in compiled_forms(model, deployable_path(path)).items()
     }
-    return {"accuracy": accuracy(model, images, labels), "size_bytes": path.stat().st_size, "latency_ms": latency}
+    best = best_of(forms)
+    return {
+        "latency_ms": {key: entry["median_ms"] for key, entry in best.items()},
+        "latency_p90_ms": {key: entry["p90_ms"] for key, entry in best.items()},
+        "images_per_s": {key: round(int(key.removeprefix("batch_")) / entry["median_ms"] * 1e3) for key, entry in best.items()},
+        "best_form": {key: entry["form"] for key, entry in best.items()},
+        "forms": forms,
+    }
+
+
+def measure_size(model: nn.Module, path: Path) -> dict:
+    floor, deployed = floor_bytes(model.state_dict()), deployable_path(path).stat().st_size
+    return {"size_bytes": path.stat().st_size, "deploy_size_bytes": deployed, "floor_bytes": floor,
+            "deploy_floor_ratio": round(deployed / floor, 4)}
 
 
 def against(baseline: dict, variant: dict) -> dict:
-    """Ratios of a variant to the baseline: accuracy change (fraction), size ratio, speed-up per batch size."""
+    """A variant against FP32: accuracy change (fraction), size ratios, and best-form speed-up per batch size."""
     return {
         "accuracy_change": round(variant["accuracy"] - baseline["accuracy"], 4),
         "size_ratio": round(variant["size_bytes"] / baseline["size_bytes"], 4),
+        "deploy_size_ratio": round(variant["deploy_size_bytes"] / baseline["deploy_size_bytes"], 4),
         "speedup": {key: round(baseline["latency_ms"][key] / value, 4) for key, value in variant["latency_ms"].items()},
+        "compared": {key: f"int8 {form} vs fp32 {baseline['best_form'][key]}" for key, form in variant["best_form"].items()},
     }
 
 
@@ -67,18 +65,31 @@ def environment(threads: int) -> dict:
         "torch": torch.__version__,
         "quantized_engine": torch.backends.quantized.engine,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": " ".join(cpu_flags()),
         "processor": platform.machine(),
         "threads": threads,
     }
 
 
+def cuda_latency(model: nn.Module, images: torch.Tensor, settings: EvaluateParams) -> dict | str:
+    """FP32 eager latency on the GPU where there is one; otherwise the reason it was not measured."""
+    if not torch.cuda.is_available():
+        return "not measured: no CUDA device (torch.cuda.is_available() is False)"
+    model = model.to("cuda")
+    timings = {}
+    for size in settings.batch_sizes:
+        batch = example_batch(images, size).to("cuda")
+        timings[f"batch_{size}"] = time_calls(lambda x: (model(x), torch.cuda.synchronize()), batch, settings.warmup, settings.repeats)
+    return {"latency_ms": {key: t["median_ms"] for key, t in timings.items()}, "device": torch.cuda.get_device_name()}
+
+
 def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
-    """Rows for DVC plots: one per variant (accuracy vs size), one per variant and batch size (latency)."""
-    variants = [{"variant": name, "accuracy": r["accuracy"], "size_kb": r["size_bytes"] / 1000} for name, r in results.items()]
+    """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
+    variants = [{"variant": name, "accuracy": r["accuracy"], "size_kb": r["size_bytes"] / 1000,
+                 "deploy_size_kb": r["deploy_size_bytes"] / 1000} for name, r in results.items()]
     latency = [
-        {"variant": name, "batch_size": int(key.removeprefix("batch_")), "latency_ms": value}
-        for name, r in results.items()
-        for key, value in r["latency_ms"].items()
+        {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}
+        for name, r in results.items() for form, batches in r["forms"].items() for key, t in batches.items()
     ]
     return variants, latency
 
@@ -93,15 +104,26 @@ def command(
     settings = load_params(params_file).evaluate
     images, labels = load_split(data_dir / "test.pt")
     models = {name: load_model(path) for name, path in VARIANTS.items()}  # every file is checked before timing
+    for path in VARIANTS.values():
+        load_deployable(deployable_path(path))
     torch.set_num_threads(settings.threads)
+    outputs = {name: logits(model, images) for name, model in models.items()}
     results = {}
     for name, model in models.items():
-        results[name] = measure(model, VARIANTS[name], images, labels, settings)
-        typer.echo(f"{name:8} accuracy {results[name]['accuracy']:.4f}  size {results[name]['size_bytes']:,} B  "
-                   + "  ".join(f"{key} {ms:.3f} ms" for key, ms in results[name]["latency_ms"].items()))
+        reference = None if name == "fp32" else outputs["fp32"]
+        results[name] = {**score(outputs[name], labels, reference), **measure_size(model, VARIANTS[name]),
+                         **measure_latency(model, VARIANTS[name], images, settings)}
+        typer.echo(f"{name:8} accuracy {results[name]['accuracy']:.4f}  deploy {results[name]['deploy_size_bytes']:,} B  "
+                   + "  ".join(f"{key} {ms:.3f} ms ({results[name]['best_form'][key]})" for key, ms in results[name]["latency_ms"].items()))
     for name in INT8_MODELS:
         results[name]["vs_fp32"] = against(results["fp32"], results[name])
+    best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)
-    save_json({**results, "environment": environment(settings.threads)}, metrics_out)
+    save_json({**results, "best_int8": best_int8, "fp32_cuda": cuda_latency(models["fp32"], images, settings),
+               "environment": environment(settings.threads)}, metrics_out)
     save_json(variants, plots_dir / "variants.json")
     save_json(latency, plots_dir / "latency.json")
+    for name, file in (("fp32", "confusion_fp32.json"), (best_int8, "confusion_best_int8.json")):
+        # One row per test image, the form DVC's confusion template counts.
+        rows = [{"actual": a, "predicted": p} for a, p in zip(labels.tolist(), outputs[name].argmax(1).tolist())]
+        save_json(rows, plots_dir / file)

@@ -40,12 +40,69 @@ def plot_accuracy_vs_size(variants: list[dict], path: Path) -> None:
 
 
 def plot_latency(latency: list[dict], path: Path) -> None:
+    """Median latency of every variant in every form, one panel per batch size."""
     batch_sizes = sorted({row["batch_size"] for row in latency})
     variants = list(dict.fromkeys(row["variant"] for row in latency))
-    figure, axes = plt.subplots(1, len(batch_sizes), figsize=(4.5 * len(batch_sizes), 3.5), squeeze=False)
+    forms = list(dict.fromkeys(row["form"] for row in latency))
+    figure, axes = plt.subplots(1, len(batch_sizes), figsize=(5 * len(batch_sizes), 3.8), squeeze=False)
+    height = 0.8 / len(forms)
     for axis, batch_size in zip(axes[0], batch_sizes):
-        times = {row["variant"]: row["latency_ms"] for row in latency if row["batch_size"] == batch_size}
-        axis.barh(variants, [times[name] for name in variants])
+        for offset, form in enumerate(forms):
+            times = {row["variant"]: row["latency_ms"] for row in latency if row["batch_size"] == batch_size and row["form"] == form}
+            positions = [i + offset * height for i, name in enumerate(variants) if name in times]
+            axis.barh(positions, [times[name] for name in variants if name in times], height=height, label=form)
+        axis.set_yticks([i + 0.4 - height / 2 for i in range(len(variants))], variants)
         axis.invert_yaxis()
         axis.set(title=f"Latency at batch {batch_size}", xlabel="median ms per batch")
+    axes[0][0].legend(fontsize=8)
     save_figure(figure, path)
+
+
+def plot_confusions(confusions: dict[str, list[dict]], int8_title: str, path: Path) -> None:
+    """Confusion matrices side by side, from per-image rows of actual and predicted class."""
+    figure, axes = plt.subplots(1, len(confusions), figsize=(5 * len(confusions), 4.5))
+    for axis, (name, rows) in zip(axes, confusions.items()):
+        counts = [[0] * 10 for _ in range(10)]
+        for row in rows:
+            counts[row["actual"]][row["predicted"]] += 1
+        axis.imshow(counts, cmap="Blues")
+        for actual in range(10):
+            for predicted in range(10):
+                axis.text(predicted, actual, counts[actual][predicted], ha="center", va="center", fontsize=6)
+        axis.set(title="FP32" if name == "fp32" else int8_title, xlabel="predicted", ylabel="actual",
+                 xticks=range(10), yticks=range(10))
+    save_figure(figure, path)
+
+
+def plot_layers(rows: list[dict], path: Path) -> None:
+    """Per layer of the static int8 model: the FP32 ranges observed, and the scales chosen for them."""
+    names = [row["layer"] for row in rows]
+    figure, (range_axis, scale_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for offset, (kind, color) in enumerate((("weight", "tab:blue"), ("activation", "tab:orange"))):
+        for i, row in enumerate(rows):
+            if f"{kind}_min" in row:
+                range_axis.plot([i + offset * 0.2] * 2, [row[f"{kind}_min"], row[f"{kind}_max"]], color=color, lw=6,
+                                label=kind if i == 0 or (kind == "weight" and i == 1) else None)
+                scale_axis.bar(i + offset * 0.4, row[f"{kind}_scale"], width=0.4, color=color)
+    range_axis.set(title="Observed FP32 range", xticks=range(len(names)), xticklabels=names)
+    range_axis.legend()
+    scale_axis.set(title="Scale (weight: blue, activation: orange)", xticks=range(len(names)), xticklabels=names, yscale="log")
+    for axis in (range_axis, scale_axis):
+        axis.tick_params(axis="x", labelrotation=30, labelsize=8)
+    save_figure(figure, path)
+
+
+def plot_weight_histograms(rows: list[dict], path: Path) -> None:
+    """Each layer's FP32 weights against their dequantized int8 values, on the same bins."""
+    layers = list(dict.fromkeys(row["layer"] for row in rows))
+    figure, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False)
+    for axis, layer in zip(axes[0], layers):
+        points = [row for row in rows if row["layer"] == layer]
+        centers = [row["weight"] for row in points]
+        axis.step(centers, [row["fp32"] for row in points], where="mid", label="fp32")
+        axis.step(centers, [row["int8"] for row in points], where="mid", label="int8 (dequantized)", alpha=0.8)
+        axis.set(title=layer, xlabel="weight value")
+    axes[0][0].set_ylabel("count")
+    axes[0][0].legend(fontsize=8)
+    save_figure(figure, path)
+

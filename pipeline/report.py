@@ -8,34 +8,44 @@ from pathlib import Path
 import typer
 
 from pipeline.artifacts import load_json, save_text
-from pipeline.evaluate import METRICS_FILE, PLOTS_DIR
+from pipeline.evaluate import METRICS_FILE, PLOTS_DIR, VARIANTS
 from pipeline.train import TRAINING_HISTORY
 
 FIGURES_DIR = Path("reports/figures")
 SUMMARY_FILE = Path("reports/summary.md")
 
 
-def summary_markdown(metrics: dict) -> str:
-    """One table row per variant: accuracy, size and latency, each with its change against fp32."""
-    environment = metrics["environment"]
-    variants = {name: entry for name, entry in metrics.items() if name != "environment"}
-    batch_keys = list(variants["fp32"]["latency_ms"])
-    header = ["variant", "accuracy", "vs fp32 (pp)", "size (KB)", "x smaller"]
+def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
+    ratios = entry.get("vs_fp32")
+    row = [name, f"{entry['accuracy']:.4f}",
+           f"{ratios['accuracy_change'] * 100:+.2f}" if ratios else "",
+           f"{entry['agreement'] * 100:.2f}%" if ratios else "",
+           f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
+           f"{entry['deploy_size_bytes'] / 1000:.1f}",
+           f"{1 / ratios['deploy_size_ratio']:.2f}" if ratios else "",
+           f"{entry['deploy_floor_ratio']:.2f}"]
     for key in batch_keys:
-        header += [f"{key.replace('_', ' ')} (ms)", "x faster"]
-    rows = []
-    for name, entry in variants.items():
-        ratios = entry.get("vs_fp32")
-        row = [name, f"{entry['accuracy']:.4f}", f"{ratios['accuracy_change'] * 100:+.2f}" if ratios else "",
-               f"{entry['size_bytes'] / 1000:.1f}", f"{1 / ratios['size_ratio']:.2f}" if ratios else ""]
-        for key in batch_keys:
-            row += [f"{entry['latency_ms'][key]:.3f}", f"{ratios['speedup'][key]:.2f}" if ratios else ""]
-        rows.append(row)
+        row += [f"{entry['latency_ms'][key]:.3f} / {entry['latency_p90_ms'][key]:.3f}", entry["best_form"][key],
+                f"{ratios['speedup'][key]:.2f}" if ratios else ""]
+    return row
+
+
+def summary_markdown(metrics: dict) -> str:
+    """One row per variant: accuracy, fidelity to FP32, deployed size, best-form latency; then the machine."""
+    batch_keys = list(metrics["fp32"]["latency_ms"])
+    header = ["variant", "accuracy", "vs fp32 (pp)", "agrees with fp32", "logit SQNR (dB)", "deploy size (KB)",
+              "x smaller", "x floor"]
+    for key in batch_keys:
+        label = key.replace("_", " ")
+        header += [f"{label} median / p90 (ms)", f"{label} best form", f"{label} x faster"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    machine = (f"Measured with torch {environment['torch']}, quantized engine {environment['quantized_engine']}, "
-               f"CPU capability {environment['cpu_capability']} ({environment['processor']}), "
-               f"{environment['threads']} thread(s); eager-mode models.")
+    lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
+    env = metrics["environment"]
+    cuda = metrics["fp32_cuda"]
+    machine = (f"Measured with torch {env['torch']}, quantized engine {env['quantized_engine']}, CPU capability "
+               f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
+               f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
+               f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}.")
     return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + "\n"
 
 
@@ -47,11 +57,15 @@ def command(
     summary_out: Path = typer.Option(SUMMARY_FILE, "--summary", help="Markdown summary to write"),
 ) -> None:
     """Draw the figures and write the summary table."""
-    from pipeline.plots import plot_accuracy_vs_size, plot_latency, plot_training  # matplotlib: only this stage pays
+    from pipeline import plots  # matplotlib: only this stage pays for the import
 
     metrics = load_json(metrics_file)
-    plot_training(load_json(history_file), figures_dir / "training.png")
-    plot_accuracy_vs_size(load_json(plots_dir / "variants.json"), figures_dir / "accuracy_vs_size.png")
-    plot_latency(load_json(plots_dir / "latency.json"), figures_dir / "latency.png")
+    plots.plot_training(load_json(history_file), figures_dir / "training.png")
+    plots.plot_accuracy_vs_size(load_json(plots_dir / "variants.json"), figures_dir / "accuracy_vs_size.png")
+    plots.plot_latency(load_json(plots_dir / "latency.json"), figures_dir / "latency.png")
+    confusions = {name: load_json(plots_dir / f"confusion_{name}.json") for name in ("fp32", "best_int8")}
+    plots.plot_confusions(confusions, f"best int8 ({metrics['best_int8']})", figures_dir / "confusion.png")
+    plots.plot_layers(load_json(plots_dir / "layers.json"), figures_dir / "layers.png")
+    plots.plot_weight_histograms(load_json(plots_dir / "weight_histograms.json"), figures_dir / "weights.png")
     save_text(summary_markdown(metrics), summary_out)
     typer.echo(summary_markdown(metrics))

@@ -25,7 +25,7 @@ def files_under(folder):
 
 def test_help_lists_every_stage():
     result = run("--help")
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "report"):
+    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "report", "bench"):
         assert stage in result.output
 
 
@@ -108,10 +108,11 @@ class Exploit:
 
 def test_evaluate_and_report(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
-    assert run("evaluate").exit_code == 0
-    assert run("report").exit_code == 0
+    for stage in ("evaluate", "layers", "report"):
+        assert run(stage).exit_code == 0, stage
     figures = files_under(tmp_path / "copy/reports")
-    for name in ("metrics.json", "summary.md", "figures/training.png", "figures/latency.png", "figures/accuracy_vs_size.png"):
+    for name in ("metrics.json", "summary.md", "figures/training.png", "figures/latency.png",
+                 "figures/accuracy_vs_size.png", "figures/confusion.png", "figures/layers.png", "figures/weights.png"):
         assert name in figures
 
 

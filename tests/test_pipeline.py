@@ -51,7 +51,7 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_then_nothing(repo):
     log = sh("dvc", "repro", cwd=repo)
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "report"):
+    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "report"):
         assert f"Running stage '{stage}'" in log
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):
@@ -60,6 +60,7 @@ def test_repro_runs_every_stage_then_nothing(repo):
         assert set(entry["latency_ms"]) == {"batch_1", "batch_16"} and min(entry["latency_ms"].values()) > 0
     assert metrics["static"]["vs_fp32"]["size_ratio"] < 0.5
     assert (repo / "reports/figures/accuracy_vs_size.png").stat().st_size > 1000
+    assert json.loads((repo / "reports/affine.json").read_text())["weight_int8_diff"] == 0
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=repo)
 
 
@@ -127,7 +128,7 @@ def test_experiment_reruns_only_what_the_param_touches(repo):
     commit(repo, "baseline")
     log = sh("dvc", "exp", "run", "-S", "static.observer=histogram", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    assert ran == {"static", "evaluate", "report"}
+    assert ran == {"static", "evaluate", "layers", "report"}
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
     changed = diff["reports/metrics.json"]
     assert "fp32.accuracy" not in changed or changed["fp32.accuracy"]["diff"] == 0

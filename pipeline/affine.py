@@ -1,0 +1,40 @@
+"""Affine quantization from scratch: where every int8 number in a converted model comes from.
+
+    x_int = clamp(round(x / scale) + zero_point, q_min, q_max)        x ~ (x_int - zero_point) * scale
+
+The range [min, max] an observer saw is first widened to include 0, so that zero is exactly representable.
+Affine: scale = (max - min) / (q_max - q_min), zero_point = q_min - round(min / scale).
+Symmetric: scale = max(|min|, |max|) / ((q_max - q_min) / 2), zero_point = 0 (signed) or the middle (unsigned).
+Arithmetic is in float32, as in PyTorch's observers and kernels, so the results match them bit for bit.
+"""
+
+import torch
+
+EPS = torch.finfo(torch.float32).eps  # PyTorch's observers never let a scale fall below this
+
+
+def qparams(min_val: torch.Tensor, max_val: torch.Tensor, q_min: int, q_max: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point for observed ranges (a scalar, or one per channel)."""
+    min_neg = torch.minimum(min_val.float(), torch.zeros_like(min_val.float()))
+    max_pos = torch.maximum(max_val.float(), torch.zeros_like(max_val.float()))
+    if symmetric:
+        bound = torch.maximum(-min_neg, max_pos)
+        scale = torch.clamp(bound / ((q_max - q_min) / 2), min=EPS)
+        zero_point = torch.full_like(scale, 0 if q_min < 0 else (q_min + q_max + 1) // 2, dtype=torch.int64)
+    else:
+        scale = torch.clamp((max_pos - min_neg) / (q_max - q_min), min=EPS)
+        zero_point = torch.clamp(q_min - torch.round(min_neg / scale).to(torch.int64), q_min, q_max)
+    return scale, zero_point
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int, axis: int = 0) -> torch.Tensor:
+    """Integer values of `x`; per-channel when `scale` has one entry per slice along `axis`.
+
+    The kernels multiply by the float32 inverse of the scale rather than dividing: a tie (exactly x.5 after
+    division) can round the other way, so this does the same.
+    """
+    shape = [1] * x.dim()
+    if scale.numel() > 1:
+        shape[axis] = -1
+    inverse = (1.0 / scale.double()).float().reshape(shape) if scale.numel() > 1 else (1.0 / scale.double()).float()
+    return torch.clamp(torch.round(x * inverse) + zero_point.reshape(shape if scale.numel() > 1 else ()), q_min, q_max).to(torch.int64)

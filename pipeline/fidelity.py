@@ -1,0 +1,46 @@
+"""How well a model classifies, and how closely an int8 model follows its FP32 original."""
+
+import math
+
+import torch
+from torch import nn
+
+from pipeline.prepare import NUM_CLASSES
+
+
+@torch.inference_mode()
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    return torch.cat([model(batch) for batch in images.split(batch_size)])
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Counts indexed [true class, predicted class]."""
+    return torch.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> dict[str, float]:
+    totals = confusion.sum(1).clamp(min=1)
+    return {str(c): round(confusion[c, c].item() / totals[c].item(), 4) for c in range(NUM_CLASSES)}
+
+
+def agreement(predicted: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of images where two models predict the same class."""
+    return (predicted == reference).sum().item() / len(predicted)
+
+
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(|reference|^2 / |reference - approximation|^2)."""
+    noise = (reference - approximation).double().pow(2).sum().item()
+    signal = reference.double().pow(2).sum().item()
+    return round(10 * math.log10(signal / max(noise, 1e-300)), 2)
+
+
+def score(model_logits: torch.Tensor, labels: torch.Tensor, reference_logits: torch.Tensor | None = None) -> dict:
+    """Accuracy, per-class accuracy and, against a reference, agreement and logit SQNR."""
+    predicted = model_logits.argmax(1)
+    confusion = confusion_matrix(predicted, labels)
+    result = {"accuracy": confusion.trace().item() / len(labels), "per_class_accuracy": per_class_accuracy(confusion)}
+    if reference_logits is not None:
+        result["agreement"] = agreement(predicted, reference_logits.argmax(1))
+        result["logit_sqnr_db"] = sqnr_db(reference_logits, model_logits)
+    return result

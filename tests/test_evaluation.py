@@ -1,0 +1,95 @@
+"""Evaluation: timing output that is sane, fidelity measures against hand computations, deployable twins."""
+
+import math
+
+import pytest
+import torch
+
+from pipeline.artifacts import load_json
+from pipeline.checkpoints import deployable_path, floor_bytes, load_model
+from pipeline.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
+from pipeline.latency import best_of, compiled_forms, time_calls
+from pipeline.prepare import load_split
+from tests.test_cli import run
+
+
+def test_timing_on_a_tiny_model_is_sane():
+    model = torch.nn.Linear(4, 2)
+    timing = time_calls(model, torch.rand(3, 4), warmup=1, repeats=5)
+    assert 0 < timing["median_ms"] <= timing["p90_ms"]
+
+
+def test_best_form_is_the_fastest_per_batch_size():
+    forms = {"eager": {"batch_1": {"median_ms": 2.0, "p90_ms": 3.0}, "batch_8": {"median_ms": 5.0, "p90_ms": 6.0}},
+             "torchscript": {"batch_1": {"median_ms": 1.0, "p90_ms": 4.0}, "batch_8": {"median_ms": 7.0, "p90_ms": 8.0}}}
+    best = best_of(forms)
+    assert best["batch_1"] == {"form": "torchscript", "median_ms": 1.0, "p90_ms": 4.0}
+    assert best["batch_8"]["form"] == "eager"
+
+
+def test_sqnr_and_confusion_by_hand():
+    assert sqnr_db(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 3.0])) == pytest.approx(10 * math.log10(25), abs=0.01)
+    confusion = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]))
+    assert confusion[0, 0] == 1 and confusion[1, 1] == 1 and confusion[2, 1] == 1 and confusion[2, 2] == 1
+    accuracy = per_class_accuracy(confusion)
+    assert accuracy["0"] == 1.0 and accuracy["2"] == 0.5
+
+
+def test_floor_counts_int8_weights_float_biases_and_scales(trained):
+    model = load_model(trained / "models/int8_static.pt")
+    linears = [module for module in model.modules() if hasattr(module, "weight") and callable(module.weight)]
+    expected = sum(m.weight().numel() + 4 * m.bias().numel() + 4 + 4 for m in linears) + 4  # + weight and output scales, + input scale
+    assert floor_bytes(model.state_dict()) == expected
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8_dynamic", "int8_static", "int8_qat"])
+def test_every_form_computes_what_the_model_computes(trained, name):
+    images, _ = load_split(trained / "data/prepared/test.pt")
+    model = load_model(trained / f"models/{name}.pt")
+    forms = compiled_forms(model, deployable_path(trained / f"models/{name}.pt"))
+    assert {"eager", "torchscript"} <= forms.keys()
+    with torch.inference_mode():
+        expected = model(images)
+        for form, runnable in forms.items():
+            torch.testing.assert_close(runnable(images), expected, rtol=1e-4, atol=1e-4, msg=f"{form} differs")
+
+
+def test_metrics_name_both_sides_and_every_form(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    assert run("evaluate", "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots")).exit_code == 0
+    metrics = load_json(tmp_path / "m.json")
+    for name in ("dynamic", "static", "qat"):
+        entry = metrics[name]
+        assert 0.9 <= entry["agreement"] <= 1 and entry["logit_sqnr_db"] > 10
+        assert entry["deploy_floor_ratio"] >= 1 and set(entry["per_class_accuracy"]) == {str(c) for c in range(10)}
+        for key, form in entry["best_form"].items():
+            assert entry["forms"][form][key]["median_ms"] == entry["latency_ms"][key] <= entry["latency_p90_ms"][key]
+            assert entry["vs_fp32"]["compared"][key] == f"int8 {form} vs fp32 {metrics['fp32']['best_form'][key]}"
+    assert metrics["best_int8"] in ("dynamic", "static", "qat")
+    assert isinstance(metrics["fp32_cuda"], dict) or metrics["fp32_cuda"].startswith("not measured")
+    assert len(load_json(tmp_path / "plots/confusion_best_int8.json")) == 200
+
+
+def test_missing_deployable_twin(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("shutil").copytree(trained, tmp_path / "copy"))
+    (tmp_path / "copy/models/int8_static.ts").unlink()
+    result = run("evaluate")
+    assert result.exit_code == 1 and "models/int8_static.ts: file not found" in result.output
+
+
+def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
+    """A tiny run: the table has a row per arch, engine and batch size, with positive times; no speed threshold."""
+    monkeypatch.chdir(trained)
+    result = run("bench", "--engine", "x86", "--repeats", "3")
+    assert result.exit_code == 0, result.output
+    table = result.output.split("\n\n")[-1].strip().splitlines()[2:]
+    assert len(table) == 2 * 1 * 2  # mlp and cnn, one engine, batch sizes 1 and 16
+    for line in table:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert float(cells[3].split()[0]) > 0 and float(cells[6]) > 0 and float(cells[7]) > 0
+
+
+def test_bench_rejects_an_unknown_engine(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    result = run("bench", "--engine", "tpu")
+    assert result.exit_code != 0 and "not supported here" in result.output
