@@ -1,6 +1,6 @@
 """The command line: one command per pipeline stage, in pipeline order.
 
-    python -m pipeline --help
+python -m pipeline --help
 """
 
 import functools
@@ -17,12 +17,23 @@ warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecate
 warnings.filterwarnings("ignore", module=r"torch(\.|$)")
 
 STAGES = {
-    "download": download, "prepare": prepare, "train": train, "dynamic": dynamic,
-    "static": static, "qat": qat, "evaluate": evaluate, "layers": layers, "report": report,
+    "download": download,
+    "prepare": prepare,
+    "train": train,
+    "dynamic": dynamic,
+    "static": static,
+    "qat": qat,
+    "evaluate": evaluate,
+    "layers": layers,
+    "report": report,
 }
 
-app = typer.Typer(help="Quantization lab: each command is one DVC stage.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Quantization lab: each command is one DVC stage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def one_line_errors(command):

@@ -13,7 +13,9 @@ import torch
 EPS = torch.finfo(torch.float32).eps  # PyTorch's observers never let a scale fall below this
 
 
-def qparams(min_val: torch.Tensor, max_val: torch.Tensor, q_min: int, q_max: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def qparams(
+    min_val: torch.Tensor, max_val: torch.Tensor, q_min: int, q_max: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point for observed ranges (a scalar, or one per channel)."""
     min_neg = torch.minimum(min_val.float(), torch.zeros_like(min_val.float()))
     max_pos = torch.maximum(max_val.float(), torch.zeros_like(max_val.float()))
@@ -27,7 +29,9 @@ def qparams(min_val: torch.Tensor, max_val: torch.Tensor, q_min: int, q_max: int
     return scale, zero_point
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int, axis: int = 0) -> torch.Tensor:
+def quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int, axis: int = 0
+) -> torch.Tensor:
     """Integer values of `x`; per-channel when `scale` has one entry per slice along `axis`.
 
     The kernels multiply by the float32 inverse of the scale rather than dividing: a tie (exactly x.5 after
@@ -37,4 +41,6 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_m
     if scale.numel() > 1:
         shape[axis] = -1
     inverse = (1.0 / scale.double()).float().reshape(shape) if scale.numel() > 1 else (1.0 / scale.double()).float()
-    return torch.clamp(torch.round(x * inverse) + zero_point.reshape(shape if scale.numel() > 1 else ()), q_min, q_max).to(torch.int64)
+    return torch.clamp(
+        torch.round(x * inverse) + zero_point.reshape(shape if scale.numel() > 1 else ()), q_min, q_max
+    ).to(torch.int64)

@@ -54,7 +54,9 @@ def load_torch(path: Path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).split("\n\n")[-1].splitlines()[0]
-        raise PipelineError(f"{path}: refused to load: it needs full unpickling, which can run code ({reason})") from None
+        raise PipelineError(
+            f"{path}: refused to load: it needs full unpickling, which can run code ({reason})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise PipelineError(f"{path}: not a readable torch file, truncated or corrupt ({first_line(error)})") from None
     if not isinstance(obj, dict):

@@ -45,7 +45,9 @@ def load_checkpoint(path: Path, expect: str | None = None) -> tuple[nn.Module, d
         raise PipelineError(f"{path}: not a model file of this pipeline (no kind, arch and state_dict)")
     if expect is not None and kind != expect:
         method = checkpoint.get("recipe", {}).get("method", "")
-        raise PipelineError(f"{path}: is an {kind} {method} model, but an {expect} model is needed here".replace("  ", " "))
+        raise PipelineError(
+            f"{path}: is an {kind} {method} model, but an {expect} model is needed here".replace("  ", " ")
+        )
     try:
         model = build(arch) if kind == "fp32" else empty_int8(arch, checkpoint.get("recipe", {}))
         model.load_state_dict(checkpoint["state_dict"])
@@ -63,11 +65,17 @@ def floor_bytes(state_dict: dict) -> int:
     total = 0
     for key, value in state_dict.items():
         for tensor in value if isinstance(value, tuple) else (value,):
-            if not isinstance(tensor, torch.Tensor) or key.endswith("zero_point") or key.endswith("num_batches_tracked"):
+            if (
+                not isinstance(tensor, torch.Tensor)
+                or key.endswith("zero_point")
+                or key.endswith("num_batches_tracked")
+            ):
                 continue
             if tensor.is_quantized:
                 per_channel = tensor.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-                total += tensor.numel() * tensor.element_size() + 4 * (len(tensor.q_per_channel_scales()) if per_channel else 1)
+                total += tensor.numel() * tensor.element_size() + 4 * (
+                    len(tensor.q_per_channel_scales()) if per_channel else 1
+                )
             else:
                 total += tensor.numel() * 4
     return total

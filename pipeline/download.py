@@ -19,7 +19,7 @@ import typer
 
 from pipeline.artifacts import atomic_path, first_line
 from pipeline.errors import PipelineError
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 
 RAW_DIR = Path("data/raw")
 
@@ -49,11 +49,13 @@ FASHION_CONTENT_MD5 = {
 }
 
 
-
 @functools.cache
 def registry() -> dict[str, Dataset]:
     """Files, MD5s and mirrors as torchvision lists them, keyed by the name `data.dataset` takes."""
-    from torchvision.datasets import MNIST, FashionMNIST  # imported here: it takes seconds, and only this stage needs it
+    from torchvision.datasets import (
+        MNIST,
+        FashionMNIST,
+    )  # imported here: it takes seconds, and only this stage needs it
 
     return {
         "fashion-mnist": Dataset(
@@ -132,7 +134,7 @@ def fetch_dataset(dataset: Dataset, out_dir: Path, local_dir: Path | None, verif
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     out_dir: Path = typer.Option(RAW_DIR, "--out", help="folder that receives <dataset>/*.gz"),
 ) -> None:
     """Fetch and verify the raw IDX files of data.dataset."""

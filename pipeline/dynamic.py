@@ -1,6 +1,6 @@
 """Stage `dynamic`: int8 weights for every Linear layer, activations quantized on the fly.
 
-    python -m pipeline dynamic
+python -m pipeline dynamic
 """
 
 from pathlib import Path
@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.quantize import quantize_dynamic, use_engine
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
     out: Path = typer.Option(INT8_MODELS["dynamic"], "--out", help="int8 model to write"),
 ) -> None:

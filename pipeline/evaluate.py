@@ -19,7 +19,7 @@ from pipeline.artifacts import save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, load_model
 from pipeline.fidelity import logits, score
 from pipeline.latency import best_of, compiled_forms, cpu_flags, example_batch, load_deployable, time_calls
-from pipeline.params import PARAMS_FILE, EvaluateParams, load_params
+from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}
@@ -29,15 +29,19 @@ PLOTS_DIR = Path("reports/plots")
 
 def measure_latency(model: nn.Module, path: Path, images: torch.Tensor, settings: EvaluateParams) -> dict:
     forms = {
-        form: {f"batch_{size}": time_calls(runnable, example_batch(images, size), settings.warmup, settings.repeats)
-               for size in settings.batch_sizes}
+        form: {
+            f"batch_{size}": time_calls(runnable, example_batch(images, size), settings.warmup, settings.repeats)
+            for size in settings.batch_sizes
+        }
         for form, runnable in compiled_forms(model, deployable_path(path)).items()
     }
     best = best_of(forms)
     return {
         "latency_ms": {key: entry["median_ms"] for key, entry in best.items()},
         "latency_p90_ms": {key: entry["p90_ms"] for key, entry in best.items()},
-        "images_per_s": {key: round(int(key.removeprefix("batch_")) / entry["median_ms"] * 1e3) for key, entry in best.items()},
+        "images_per_s": {
+            key: round(int(key.removeprefix("batch_")) / entry["median_ms"] * 1e3) for key, entry in best.items()
+        },
         "best_form": {key: entry["form"] for key, entry in best.items()},
         "forms": forms,
     }
@@ -45,8 +49,12 @@ def measure_latency(model: nn.Module, path: Path, images: torch.Tensor, settings
 
 def measure_size(model: nn.Module, path: Path) -> dict:
     floor, deployed = floor_bytes(model.state_dict()), deployable_path(path).stat().st_size
-    return {"size_bytes": path.stat().st_size, "deploy_size_bytes": deployed, "floor_bytes": floor,
-            "deploy_floor_ratio": round(deployed / floor, 4)}
+    return {
+        "size_bytes": path.stat().st_size,
+        "deploy_size_bytes": deployed,
+        "floor_bytes": floor,
+        "deploy_floor_ratio": round(deployed / floor, 4),
+    }
 
 
 def against(baseline: dict, variant: dict) -> dict:
@@ -56,7 +64,9 @@ def against(baseline: dict, variant: dict) -> dict:
         "size_ratio": round(variant["size_bytes"] / baseline["size_bytes"], 4),
         "deploy_size_ratio": round(variant["deploy_size_bytes"] / baseline["deploy_size_bytes"], 4),
         "speedup": {key: round(baseline["latency_ms"][key] / value, 4) for key, value in variant["latency_ms"].items()},
-        "compared": {key: f"int8 {form} vs fp32 {baseline['best_form'][key]}" for key, form in variant["best_form"].items()},
+        "compared": {
+            key: f"int8 {form} vs fp32 {baseline['best_form'][key]}" for key, form in variant["best_form"].items()
+        },
     }
 
 
@@ -79,23 +89,34 @@ def cuda_latency(model: nn.Module, images: torch.Tensor, settings: EvaluateParam
     timings = {}
     for size in settings.batch_sizes:
         batch = example_batch(images, size).to("cuda")
-        timings[f"batch_{size}"] = time_calls(lambda x: (model(x), torch.cuda.synchronize()), batch, settings.warmup, settings.repeats)
+        timings[f"batch_{size}"] = time_calls(
+            lambda x: (model(x), torch.cuda.synchronize()), batch, settings.warmup, settings.repeats
+        )
     return {"latency_ms": {key: t["median_ms"] for key, t in timings.items()}, "device": torch.cuda.get_device_name()}
 
 
 def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
     """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
-    variants = [{"variant": name, "accuracy": r["accuracy"], "size_kb": r["size_bytes"] / 1000,
-                 "deploy_size_kb": r["deploy_size_bytes"] / 1000} for name, r in results.items()]
+    variants = [
+        {
+            "variant": name,
+            "accuracy": r["accuracy"],
+            "size_kb": r["size_bytes"] / 1000,
+            "deploy_size_kb": r["deploy_size_bytes"] / 1000,
+        }
+        for name, r in results.items()
+    ]
     latency = [
         {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}
-        for name, r in results.items() for form, batches in r["forms"].items() for key, t in batches.items()
+        for name, r in results.items()
+        for form, batches in r["forms"].items()
+        for key, t in batches.items()
     ]
     return variants, latency
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding test.pt"),
     metrics_out: Path = typer.Option(METRICS_FILE, "--metrics", help="metrics JSON to write"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder for the plot data"),
@@ -111,16 +132,31 @@ def command(
     results = {}
     for name, model in models.items():
         reference = None if name == "fp32" else outputs["fp32"]
-        results[name] = {**score(outputs[name], labels, reference), **measure_size(model, VARIANTS[name]),
-                         **measure_latency(model, VARIANTS[name], images, settings)}
-        typer.echo(f"{name:8} accuracy {results[name]['accuracy']:.4f}  deploy {results[name]['deploy_size_bytes']:,} B  "
-                   + "  ".join(f"{key} {ms:.3f} ms ({results[name]['best_form'][key]})" for key, ms in results[name]["latency_ms"].items()))
+        results[name] = {
+            **score(outputs[name], labels, reference),
+            **measure_size(model, VARIANTS[name]),
+            **measure_latency(model, VARIANTS[name], images, settings),
+        }
+        typer.echo(
+            f"{name:8} accuracy {results[name]['accuracy']:.4f}  deploy {results[name]['deploy_size_bytes']:,} B  "
+            + "  ".join(
+                f"{key} {ms:.3f} ms ({results[name]['best_form'][key]})"
+                for key, ms in results[name]["latency_ms"].items()
+            )
+        )
     for name in INT8_MODELS:
         results[name]["vs_fp32"] = against(results["fp32"], results[name])
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)
-    save_json({**results, "best_int8": best_int8, "fp32_cuda": cuda_latency(models["fp32"], images, settings),
-               "environment": environment(settings.threads)}, metrics_out)
+    save_json(
+        {
+            **results,
+            "best_int8": best_int8,
+            "fp32_cuda": cuda_latency(models["fp32"], images, settings),
+            "environment": environment(settings.threads),
+        },
+        metrics_out,
+    )
     save_json(variants, plots_dir / "variants.json")
     save_json(latency, plots_dir / "latency.json")
     for name, file in (("fp32", "confusion_fp32.json"), (best_int8, "confusion_best_int8.json")):

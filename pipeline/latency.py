@@ -74,8 +74,10 @@ def example_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
 def best_of(forms: dict[str, dict]) -> dict[str, dict]:
     """For each batch size, the form with the lowest median."""
     batch_keys = next(iter(forms.values())).keys()
-    return {key: min(({"form": form, **timings[key]} for form, timings in forms.items()), key=lambda t: t["median_ms"])
-            for key in batch_keys}
+    return {
+        key: min(({"form": form, **timings[key]} for form, timings in forms.items()), key=lambda t: t["median_ms"])
+        for key in batch_keys
+    }
 
 
 def cpu_flags() -> list[str]:

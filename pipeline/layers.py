@@ -18,7 +18,7 @@ from torch import nn
 from pipeline.affine import qparams, quantize
 from pipeline.artifacts import load_torch, save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_checkpoint, load_fp32
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import fuse
 
@@ -39,7 +39,9 @@ def float_weight(module: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def observed_ranges(model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int) -> dict[str, tuple[float, float]]:
+def observed_ranges(
+    model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int
+) -> dict[str, tuple[float, float]]:
     """Min and max of each named module's output over the images, as a minmax observer records them."""
     ranges, modules = {}, dict(model.named_modules())
 
@@ -47,6 +49,7 @@ def observed_ranges(model: nn.Module, names: list[str], images: torch.Tensor, ba
         def hook(_module, _inputs, output):
             low, high = ranges.get(name, (float("inf"), float("-inf")))
             ranges[name] = (min(low, output.min().item()), max(high, output.max().item()))
+
         return hook
 
     handles = [modules[name].register_forward_hook(record(name)) for name in names]
@@ -59,21 +62,33 @@ def observed_ranges(model: nn.Module, names: list[str], images: torch.Tensor, ba
 
 def weight_row(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> dict:
     per_channel = quantized.qscheme() in (torch.per_channel_symmetric, torch.per_channel_affine)
-    low, high = (weight.flatten(1).min(1).values, weight.flatten(1).max(1).values) if per_channel else (weight.min(), weight.max())
+    low, high = (
+        (weight.flatten(1).min(1).values, weight.flatten(1).max(1).values)
+        if per_channel
+        else (weight.min(), weight.max())
+    )
     scale, zero_point = qparams(low, high, -128, 127, symmetric=True)
     torch_scale = quantized.q_per_channel_scales() if per_channel else torch.tensor(quantized.q_scale())
     torch_zero = quantized.q_per_channel_zero_points() if per_channel else torch.tensor(quantized.q_zero_point())
     values = quantize(weight, scale, zero_point, -128, 127)
-    return {"layer": name, "weight_min": weight.min().item(), "weight_max": weight.max().item(),
-            "weight_scale": torch_scale.max().item(),
-            "weight_scale_diff": (scale.double() - torch_scale.double()).abs().max().item(),
-            "weight_zero_point_diff": (zero_point - torch_zero).abs().max().item(),
-            "weight_int8_diff": (values - quantized.int_repr().long()).abs().max().item()}
+    return {
+        "layer": name,
+        "weight_min": weight.min().item(),
+        "weight_max": weight.max().item(),
+        "weight_scale": torch_scale.max().item(),
+        "weight_scale_diff": (scale.double() - torch_scale.double()).abs().max().item(),
+        "weight_zero_point_diff": (zero_point - torch_zero).abs().max().item(),
+        "weight_int8_diff": (values - quantized.int_repr().long()).abs().max().item(),
+    }
 
 
 def activation_row(observed: tuple[float, float], module: nn.Module, q_max: int, recompute: bool) -> dict:
-    row = {"activation_min": observed[0], "activation_max": observed[1],
-           "activation_scale": float(module.scale), "activation_zero_point": int(module.zero_point)}
+    row = {
+        "activation_min": observed[0],
+        "activation_max": observed[1],
+        "activation_scale": float(module.scale),
+        "activation_zero_point": int(module.zero_point),
+    }
     if recompute:
         scale, zero_point = qparams(torch.tensor(observed[0]), torch.tensor(observed[1]), 0, q_max, symmetric=False)
         row["activation_scale_diff"] = abs(scale.item() - row["activation_scale"])
@@ -86,11 +101,14 @@ def histogram_rows(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> 
     fp32 = torch.histc(weight, HISTOGRAM_BINS, low, high)
     int8 = torch.histc(quantized.dequantize(), HISTOGRAM_BINS, low, high)
     width = (high - low) / HISTOGRAM_BINS
-    return [{"layer": name, "weight": low + (i + 0.5) * width, "fp32": int(fp32[i]), "int8": int(int8[i])} for i in range(HISTOGRAM_BINS)]
+    return [
+        {"layer": name, "weight": low + (i + 0.5) * width, "fp32": int(fp32[i]), "int8": int(int8[i])}
+        for i in range(HISTOGRAM_BINS)
+    ]
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     fp32_file: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 checkpoint"),
     int8_file: Path = typer.Option(INT8_MODELS["static"], "--int8", help="the static int8 model to look inside"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
@@ -111,11 +129,21 @@ def command(
     histograms = []
     for name, module in layers.items():
         weight = float_weight(fused_modules[name])
-        rows.append({**weight_row(name, weight, module.weight()), **activation_row(ranges[name], module, q_max, recompute)})
+        rows.append(
+            {**weight_row(name, weight, module.weight()), **activation_row(ranges[name], module, q_max, recompute)}
+        )
         histograms += histogram_rows(name, weight, module.weight())
-    summary = {key: max(row[key] for row in rows if key in row) for key in
-               ("weight_scale_diff", "weight_zero_point_diff", "weight_int8_diff", "activation_scale_diff", "activation_zero_point_diff")
-               if any(key in row for row in rows)}
+    summary = {
+        key: max(row[key] for row in rows if key in row)
+        for key in (
+            "weight_scale_diff",
+            "weight_zero_point_diff",
+            "weight_int8_diff",
+            "activation_scale_diff",
+            "activation_zero_point_diff",
+        )
+        if any(key in row for row in rows)
+    }
     save_json(rows, LAYERS_FILE)
     save_json(histograms, HISTOGRAMS_FILE)
     save_json({"layers": len(layers), "activations_recomputed": recompute, **summary}, AFFINE_FILE)

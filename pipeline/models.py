@@ -40,11 +40,18 @@ class CNN(nn.Module):
         super().__init__()
         blocks, width_in = [], 1
         for width in channels:
-            blocks += [nn.Conv2d(width_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(width_in, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             width_in = width
         side = IMAGE_SIDE // 2 ** len(channels)
         if side < 1:
-            raise PipelineError(f"train.channels: {len(channels)} blocks pool a 28x28 image below one pixel; use at most 4")
+            raise PipelineError(
+                f"train.channels: {len(channels)} blocks pool a 28x28 image below one pixel; use at most 4"
+            )
         self.quant = QuantStub()
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Linear(width_in * side * side, NUM_CLASSES)

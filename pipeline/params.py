@@ -5,14 +5,17 @@ coercion: `epochs: "5"` is rejected rather than turned into 5.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+# The --params option every command takes: `params_file: ParamsOption = PARAMS_FILE`.
+ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 
 
 class Section(BaseModel):

@@ -48,7 +48,11 @@ def plot_latency(latency: list[dict], path: Path) -> None:
     height = 0.8 / len(forms)
     for axis, batch_size in zip(axes[0], batch_sizes):
         for offset, form in enumerate(forms):
-            times = {row["variant"]: row["latency_ms"] for row in latency if row["batch_size"] == batch_size and row["form"] == form}
+            times = {
+                row["variant"]: row["latency_ms"]
+                for row in latency
+                if row["batch_size"] == batch_size and row["form"] == form
+            }
             positions = [i + offset * height for i, name in enumerate(variants) if name in times]
             axis.barh(positions, [times[name] for name in variants if name in times], height=height, label=form)
         axis.set_yticks([i + 0.4 - height / 2 for i in range(len(variants))], variants)
@@ -69,8 +73,13 @@ def plot_confusions(confusions: dict[str, list[dict]], int8_title: str, path: Pa
         for actual in range(10):
             for predicted in range(10):
                 axis.text(predicted, actual, counts[actual][predicted], ha="center", va="center", fontsize=6)
-        axis.set(title="FP32" if name == "fp32" else int8_title, xlabel="predicted", ylabel="actual",
-                 xticks=range(10), yticks=range(10))
+        axis.set(
+            title="FP32" if name == "fp32" else int8_title,
+            xlabel="predicted",
+            ylabel="actual",
+            xticks=range(10),
+            yticks=range(10),
+        )
     save_figure(figure, path)
 
 
@@ -81,12 +90,19 @@ def plot_layers(rows: list[dict], path: Path) -> None:
     for offset, (kind, color) in enumerate((("weight", "tab:blue"), ("activation", "tab:orange"))):
         for i, row in enumerate(rows):
             if f"{kind}_min" in row:
-                range_axis.plot([i + offset * 0.2] * 2, [row[f"{kind}_min"], row[f"{kind}_max"]], color=color, lw=6,
-                                label=kind if i == 0 or (kind == "weight" and i == 1) else None)
+                range_axis.plot(
+                    [i + offset * 0.2] * 2,
+                    [row[f"{kind}_min"], row[f"{kind}_max"]],
+                    color=color,
+                    lw=6,
+                    label=kind if i == 0 or (kind == "weight" and i == 1) else None,
+                )
                 scale_axis.bar(i + offset * 0.4, row[f"{kind}_scale"], width=0.4, color=color)
     range_axis.set(title="Observed FP32 range", xticks=range(len(names)), xticklabels=names)
     range_axis.legend()
-    scale_axis.set(title="Scale (weight: blue, activation: orange)", xticks=range(len(names)), xticklabels=names, yscale="log")
+    scale_axis.set(
+        title="Scale (weight: blue, activation: orange)", xticks=range(len(names)), xticklabels=names, yscale="log"
+    )
     for axis in (range_axis, scale_axis):
         axis.tick_params(axis="x", labelrotation=30, labelsize=8)
     save_figure(figure, path)
@@ -105,4 +121,3 @@ def plot_weight_histograms(rows: list[dict], path: Path) -> None:
     axes[0][0].set_ylabel("count")
     axes[0][0].legend(fontsize=8)
     save_figure(figure, path)
-

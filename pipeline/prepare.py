@@ -14,7 +14,7 @@ from pipeline.artifacts import load_torch, save_torch
 from pipeline.download import RAW_DIR
 from pipeline.errors import PipelineError
 from pipeline.idx import read_idx
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 
 PREPARED_DIR = Path("data/prepared")
 IMAGE_SIDE = 28
@@ -32,7 +32,9 @@ def read_split(raw_dir: Path, images_file: str, labels_file: str) -> dict[str, t
     if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise PipelineError(f"{raw_dir / images_file}: expected 28x28 images, found {tuple(images.shape[1:])}")
     if len(images) != len(labels):
-        raise PipelineError(f"{raw_dir}: {len(images)} images in {images_file} but {len(labels)} labels in {labels_file}")
+        raise PipelineError(
+            f"{raw_dir}: {len(images)} images in {images_file} but {len(labels)} labels in {labels_file}"
+        )
     if len(labels) == 0:
         raise PipelineError(f"{raw_dir / labels_file}: holds no examples")
     if labels.max() >= NUM_CLASSES:
@@ -60,7 +62,7 @@ def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     raw_dir: Path = typer.Option(RAW_DIR, "--raw", help="folder holding <dataset>/*.gz"),
     out_dir: Path = typer.Option(PREPARED_DIR, "--out", help="folder that receives train/test/calib.pt"),
 ) -> None:

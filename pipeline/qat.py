@@ -1,6 +1,6 @@
 """Stage `qat`: quantization-aware training, fine-tuning the FP32 weights under fake quantization, then int8.
 
-    python -m pipeline qat
+python -m pipeline qat
 """
 
 from pathlib import Path
@@ -9,14 +9,14 @@ import torch
 import typer
 
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import convert_qat, prepare_qat, use_engine
 from pipeline.train import fit
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to start from"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt"),
     out: Path = typer.Option(INT8_MODELS["qat"], "--out", help="int8 model to write"),
@@ -30,5 +30,13 @@ def command(
     torch.set_num_threads(params.train.threads)
     prepared = prepare_qat(model, engine)
     # No test split here: evaluating would also feed the fake-quant observers, which stay on in eval mode.
-    fit(prepared, images, labels, epochs=params.qat.epochs, batch_size=params.qat.batch_size, lr=params.qat.lr, seed=params.seed)
+    fit(
+        prepared,
+        images,
+        labels,
+        epochs=params.qat.epochs,
+        batch_size=params.qat.batch_size,
+        lr=params.qat.lr,
+        seed=params.seed,
+    )
     save_int8(convert_qat(prepared), arch, {"method": "qat", "engine": engine, "fused": True}, out)

@@ -53,7 +53,9 @@ def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
         model(batch)
 
 
-def quantize_static(model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batch_size: int, fused: bool) -> nn.Module:
+def quantize_static(
+    model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batch_size: int, fused: bool
+) -> nn.Module:
     model = copy.deepcopy(model).eval()
     if fused:
         fuse(model)

@@ -1,6 +1,6 @@
 """Stage `report`: PNG figures and reports/summary.md from the metrics and plot data.
 
-    python -m pipeline report
+python -m pipeline report
 """
 
 from pathlib import Path
@@ -17,24 +17,38 @@ SUMMARY_FILE = Path("reports/summary.md")
 
 def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
     ratios = entry.get("vs_fp32")
-    row = [name, f"{entry['accuracy']:.4f}",
-           f"{ratios['accuracy_change'] * 100:+.2f}" if ratios else "",
-           f"{entry['agreement'] * 100:.2f}%" if ratios else "",
-           f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
-           f"{entry['deploy_size_bytes'] / 1000:.1f}",
-           f"{1 / ratios['deploy_size_ratio']:.2f}" if ratios else "",
-           f"{entry['deploy_floor_ratio']:.2f}"]
+    row = [
+        name,
+        f"{entry['accuracy']:.4f}",
+        f"{ratios['accuracy_change'] * 100:+.2f}" if ratios else "",
+        f"{entry['agreement'] * 100:.2f}%" if ratios else "",
+        f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
+        f"{entry['deploy_size_bytes'] / 1000:.1f}",
+        f"{1 / ratios['deploy_size_ratio']:.2f}" if ratios else "",
+        f"{entry['deploy_floor_ratio']:.2f}",
+    ]
     for key in batch_keys:
-        row += [f"{entry['latency_ms'][key]:.3f} / {entry['latency_p90_ms'][key]:.3f}", entry["best_form"][key],
-                f"{ratios['speedup'][key]:.2f}" if ratios else ""]
+        row += [
+            f"{entry['latency_ms'][key]:.3f} / {entry['latency_p90_ms'][key]:.3f}",
+            entry["best_form"][key],
+            f"{ratios['speedup'][key]:.2f}" if ratios else "",
+        ]
     return row
 
 
 def summary_markdown(metrics: dict) -> str:
     """One row per variant: accuracy, fidelity to FP32, deployed size, best-form latency; then the machine."""
     batch_keys = list(metrics["fp32"]["latency_ms"])
-    header = ["variant", "accuracy", "vs fp32 (pp)", "agrees with fp32", "logit SQNR (dB)", "deploy size (KB)",
-              "x smaller", "x floor"]
+    header = [
+        "variant",
+        "accuracy",
+        "vs fp32 (pp)",
+        "agrees with fp32",
+        "logit SQNR (dB)",
+        "deploy size (KB)",
+        "x smaller",
+        "x floor",
+    ]
     for key in batch_keys:
         label = key.replace("_", " ")
         header += [f"{label} median / p90 (ms)", f"{label} best form", f"{label} x faster"]
@@ -42,10 +56,12 @@ def summary_markdown(metrics: dict) -> str:
     lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
-    machine = (f"Measured with torch {env['torch']}, quantized engine {env['quantized_engine']}, CPU capability "
-               f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
-               f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
-               f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}.")
+    machine = (
+        f"Measured with torch {env['torch']}, quantized engine {env['quantized_engine']}, CPU capability "
+        f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
+        f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
+        f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."
+    )
     return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + "\n"
 
 

@@ -1,6 +1,6 @@
 """Stage `static`: post-training static int8, with layer fusion and calibration on the calibration subset.
 
-    python -m pipeline static
+python -m pipeline static
 """
 
 from pathlib import Path
@@ -8,13 +8,13 @@ from pathlib import Path
 import typer
 
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
     out: Path = typer.Option(INT8_MODELS["static"], "--out", help="int8 model to write"),
@@ -27,6 +27,11 @@ def command(
     use_engine(engine)
     qconfig = static_qconfig(settings.observer, settings.per_channel, engine)
     int8 = quantize_static(model, qconfig, images, params.calibration.batch_size, settings.fuse)
-    recipe = {"method": "static", "engine": engine, "fused": settings.fuse,
-              "observer": settings.observer, "per_channel": settings.per_channel}
+    recipe = {
+        "method": "static",
+        "engine": engine,
+        "fused": settings.fuse,
+        "observer": settings.observer,
+        "per_channel": settings.per_channel,
+    }
     save_int8(int8, arch, recipe, out)

@@ -16,7 +16,7 @@ from pipeline.artifacts import save_json
 from pipeline.checkpoints import FP32_MODEL, save_fp32
 from pipeline.errors import PipelineError
 from pipeline.models import accuracy, architecture, build
-from pipeline.params import PARAMS_FILE, load_params
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 
 TRAINING_HISTORY = Path("reports/plots/training.json")
@@ -63,18 +63,24 @@ def fit(model, images, labels, *, epochs, batch_size, lr, seed, device=torch.dev
     generator = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(1, epochs + 1):
-        loss, train_accuracy = train_epoch(model, optimizer, schedule, images, labels, batch_size, generator, f"epoch {epoch}/{epochs}")
+        loss, train_accuracy = train_epoch(
+            model, optimizer, schedule, images, labels, batch_size, generator, f"epoch {epoch}/{epochs}"
+        )
         row = {"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy}
         if test is not None:
             row["test_accuracy"] = accuracy(model.eval(), *test)
-        typer.echo("  ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()))
+        typer.echo(
+            "  ".join(
+                f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()
+            )
+        )
         history.append(row)
     model.cpu().eval()
     return history
 
 
 def command(
-    params_file: Path = typer.Option(PARAMS_FILE, "--params", help="params.yaml to read"),
+    params_file: ParamsOption = PARAMS_FILE,
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and test.pt"),
     out: Path = typer.Option(FP32_MODEL, "--out", help="FP32 checkpoint to write"),
     history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
@@ -88,7 +94,16 @@ def command(
     torch.manual_seed(params.seed)
     arch = architecture(params.train)
     model = build(arch)
-    history = fit(model, images, labels, epochs=params.train.epochs, batch_size=params.train.batch_size,
-                  lr=params.train.lr, seed=params.seed, device=device, test=test)
+    history = fit(
+        model,
+        images,
+        labels,
+        epochs=params.train.epochs,
+        batch_size=params.train.batch_size,
+        lr=params.train.lr,
+        seed=params.seed,
+        device=device,
+        test=test,
+    )
     save_fp32(model, arch, out)
     save_json(history, history_out)

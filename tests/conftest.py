@@ -12,7 +12,6 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from pipeline.__main__ import app
-
 from pipeline.idx import write_idx
 from pipeline.prepare import SPLIT_FILES
 
@@ -26,7 +25,7 @@ def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
     for image, label in zip(images, labels):
         row, col = 3 + 13 * (label // 5), 1 + 5 * (label % 5)
-        image[row:row + 8, col:col + 5] = rng.integers(180, 256)
+        image[row : row + 8, col : col + 5] = rng.integers(180, 256)
     return images, labels
 
 

@@ -28,7 +28,13 @@ def test_stage_finds_no_difference_on_the_trained_model(trained, monkeypatch, tm
     assert run("layers").exit_code == 0
     summary = load_json(tmp_path / "copy/reports/affine.json")
     assert summary["activations_recomputed"] and summary["layers"] == 4
-    for key in ("weight_scale_diff", "weight_zero_point_diff", "weight_int8_diff", "activation_scale_diff", "activation_zero_point_diff"):
+    for key in (
+        "weight_scale_diff",
+        "weight_zero_point_diff",
+        "weight_int8_diff",
+        "activation_scale_diff",
+        "activation_zero_point_diff",
+    ):
         assert summary[key] == 0, key
 
 
@@ -43,4 +49,6 @@ def test_per_channel_conv_weights_match(observer):
     fused = dict(fuse(copy.deepcopy(model)).named_modules())
     for name, module in quantized_layers(int8).items():
         row = weight_row(name, float_weight(fused[name]), module.weight())
-        assert row["weight_scale_diff"] == 0 and row["weight_zero_point_diff"] == 0 and row["weight_int8_diff"] == 0, name
+        assert row["weight_scale_diff"] == 0 and row["weight_zero_point_diff"] == 0 and row["weight_int8_diff"] == 0, (
+            name
+        )

@@ -52,11 +52,14 @@ def test_prepare_missing_idx(project):
     assert_clean_failure(run("prepare"), "train-images-idx3-ubyte.gz: file not found")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("train.epochs", 0, "train.epochs: Input should be greater than 0"),
-    ("train.batch_size", 0, "train.batch_size: Input should be greater than 0"),
-    ("train.epochs", "5", "train.epochs: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("train.epochs", 0, "train.epochs: Input should be greater than 0"),
+        ("train.batch_size", 0, "train.batch_size: Input should be greater than 0"),
+        ("train.epochs", "5", "train.epochs: Input should be a valid integer"),
+    ],
+)
 def test_train_rejects_bad_params(trained, tmp_path, monkeypatch, key, value, message):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
     write_params(tmp_path / "copy/params.yaml", tiny_params(tmp_path / "idx", **{key: value}))
@@ -111,8 +114,16 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
     for stage in ("evaluate", "layers", "report"):
         assert run(stage).exit_code == 0, stage
     figures = files_under(tmp_path / "copy/reports")
-    for name in ("metrics.json", "summary.md", "figures/training.png", "figures/latency.png",
-                 "figures/accuracy_vs_size.png", "figures/confusion.png", "figures/layers.png", "figures/weights.png"):
+    for name in (
+        "metrics.json",
+        "summary.md",
+        "figures/training.png",
+        "figures/latency.png",
+        "figures/accuracy_vs_size.png",
+        "figures/confusion.png",
+        "figures/layers.png",
+        "figures/weights.png",
+    ):
         assert name in figures
 
 

@@ -23,7 +23,9 @@ def dataset_of(folder, mirrors=(), system_dir=None, **wrong_md5) -> Dataset:
 
 
 def test_local_folder_comes_first(raw_dir, tmp_path):
-    sources = fetch_dataset(dataset_of(raw_dir, mirrors=["http://127.0.0.1:9/"]), tmp_path / "out", raw_dir, verify=True)
+    sources = fetch_dataset(
+        dataset_of(raw_dir, mirrors=["http://127.0.0.1:9/"]), tmp_path / "out", raw_dir, verify=True
+    )
     assert sources == [str(raw_dir / name) for name in FILE_NAMES]
     assert all(md5(tmp_path / "out" / name) == md5(raw_dir / name) for name in FILE_NAMES)
 
@@ -61,7 +63,9 @@ def test_recompressed_copy_passes_by_content_md5(raw_dir, tmp_path):
     repacked = tmp_path / "repacked"
     repacked.mkdir()
     for name in FILE_NAMES:
-        (repacked / name).write_bytes(gzip.compress(gzip.decompress((raw_dir / name).read_bytes()), mtime=0, compresslevel=1))
+        (repacked / name).write_bytes(
+            gzip.compress(gzip.decompress((raw_dir / name).read_bytes()), mtime=0, compresslevel=1)
+        )
     files = tuple(
         DataFile(name, md5(raw_dir / name), hashlib.md5(gzip.decompress((raw_dir / name).read_bytes())).hexdigest())
         for name in FILE_NAMES

@@ -20,8 +20,10 @@ def test_timing_on_a_tiny_model_is_sane():
 
 
 def test_best_form_is_the_fastest_per_batch_size():
-    forms = {"eager": {"batch_1": {"median_ms": 2.0, "p90_ms": 3.0}, "batch_8": {"median_ms": 5.0, "p90_ms": 6.0}},
-             "torchscript": {"batch_1": {"median_ms": 1.0, "p90_ms": 4.0}, "batch_8": {"median_ms": 7.0, "p90_ms": 8.0}}}
+    forms = {
+        "eager": {"batch_1": {"median_ms": 2.0, "p90_ms": 3.0}, "batch_8": {"median_ms": 5.0, "p90_ms": 6.0}},
+        "torchscript": {"batch_1": {"median_ms": 1.0, "p90_ms": 4.0}, "batch_8": {"median_ms": 7.0, "p90_ms": 8.0}},
+    }
     best = best_of(forms)
     assert best["batch_1"] == {"form": "torchscript", "median_ms": 1.0, "p90_ms": 4.0}
     assert best["batch_8"]["form"] == "eager"
@@ -38,7 +40,9 @@ def test_sqnr_and_confusion_by_hand():
 def test_floor_counts_int8_weights_float_biases_and_scales(trained):
     model = load_model(trained / "models/int8_static.pt")
     linears = [module for module in model.modules() if hasattr(module, "weight") and callable(module.weight)]
-    expected = sum(m.weight().numel() + 4 * m.bias().numel() + 4 + 4 for m in linears) + 4  # + weight and output scales, + input scale
+    expected = (
+        sum(m.weight().numel() + 4 * m.bias().numel() + 4 + 4 for m in linears) + 4
+    )  # + weight and output scales, + input scale
     assert floor_bytes(model.state_dict()) == expected
 
 

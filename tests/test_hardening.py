@@ -6,7 +6,7 @@ import shutil
 import torch
 
 from pipeline.__main__ import app
-from pipeline.checkpoints import INT8_MODELS, load_model
+from pipeline.checkpoints import INT8_MODELS
 from tests.conftest import CliRunner
 from tests.test_cli import assert_clean_failure, run
 
@@ -17,8 +17,12 @@ def same(a, b) -> bool:
     """Exact equality through state-dict values: tensors (quantized ones included), tuples, dtypes."""
     if isinstance(a, torch.Tensor):
         if a.is_quantized:
-            return b.is_quantized and a.qscheme() == b.qscheme() and torch.equal(a.int_repr(), b.int_repr()) \
+            return (
+                b.is_quantized
+                and a.qscheme() == b.qscheme()
+                and torch.equal(a.int_repr(), b.int_repr())
                 and torch.equal(a.dequantize(), b.dequantize())
+            )
         return torch.equal(a, b)
     if isinstance(a, (tuple, list)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
@@ -26,7 +30,10 @@ def same(a, b) -> bool:
 
 
 def state_dicts(work):
-    return {path: torch.load(work / path, weights_only=True)["state_dict"] for path in ["models/fp32.pt", *map(str, INT8_MODELS.values())]}
+    return {
+        path: torch.load(work / path, weights_only=True)["state_dict"]
+        for path in ["models/fp32.pt", *map(str, INT8_MODELS.values())]
+    }
 
 
 def test_stages_are_deterministic(trained, tmp_path):
@@ -56,8 +63,10 @@ def test_checkpoint_whose_weights_do_not_fit_its_architecture(trained, tmp_path,
 def test_empty_calibration_set_overwrites_nothing(trained, tmp_path, monkeypatch):
     work = shutil.copytree(trained, tmp_path / "work")
     monkeypatch.chdir(work)
-    torch.save({"images": torch.zeros(0, 28, 28, dtype=torch.uint8), "labels": torch.zeros(0, dtype=torch.long)},
-               work / "data/prepared/calib.pt")
+    torch.save(
+        {"images": torch.zeros(0, 28, 28, dtype=torch.uint8), "labels": torch.zeros(0, dtype=torch.long)},
+        work / "data/prepared/calib.pt",
+    )
     before = (work / "models/int8_static.pt").read_bytes()
     assert_clean_failure(run("static"), "data/prepared/calib.pt: 0 images and 0 labels; expected equal and non-zero")
     assert (work / "models/int8_static.pt").read_bytes() == before

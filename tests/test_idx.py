@@ -63,12 +63,15 @@ VALID = gzip.compress(b"\0\0\x08\x03" + struct.pack(">3I", 2, 3, 3) + bytes(rang
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(
-    st.binary(max_size=200),
-    st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6).map(
-        lambda edits: bytes(b if i not in dict(edits) else dict(edits)[i] for i, b in enumerate(VALID))),
-    st.binary(max_size=60).map(lambda header: gzip.compress(header)),
-))
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6).map(
+            lambda edits: bytes(b if i not in dict(edits) else dict(edits)[i] for i, b in enumerate(VALID))
+        ),
+        st.binary(max_size=60).map(lambda header: gzip.compress(header)),
+    )
+)
 def test_fuzzed_bytes_parse_or_raise_pipeline_error(tmp_path, data):
     path = tmp_path / "fuzz.gz"
     path.write_bytes(data)

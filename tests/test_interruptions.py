@@ -89,7 +89,8 @@ FETCH = """
 import sys
 from pathlib import Path
 from pipeline.download import DataFile, Dataset, fetch_dataset
-fetch_dataset(Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (sys.argv[1],)), Path(sys.argv[2]), None, False)
+dataset = Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (sys.argv[1],))
+fetch_dataset(dataset, Path(sys.argv[2]), None, False)
 """
 
 

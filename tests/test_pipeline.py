@@ -28,7 +28,19 @@ def sh(*args, cwd, check=True, **env):
 
 def commit(repo, message):
     sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "--allow-empty", "-m", message, cwd=repo)
+    sh(
+        "git",
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+        cwd=repo,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,12 @@ def test_classic_mlp_file_sizes(tmp_path):
     arch = {"name": "mlp", "hidden": [50, 80, 30]}
     save_fp32(model, arch, tmp_path / "fp32.pt")
     save_int8(quantize_dynamic(model), arch, {"method": "dynamic", "engine": "x86"}, tmp_path / "dynamic.pt")
-    save_int8(static_int8(model, torch.rand(64, 1, 28, 28)), arch, {"method": "static", "engine": "x86", "fused": True}, tmp_path / "static.pt")
+    save_int8(
+        static_int8(model, torch.rand(64, 1, 28, 28)),
+        arch,
+        {"method": "static", "engine": "x86", "fused": True},
+        tmp_path / "static.pt",
+    )
     fp32_size = (tmp_path / "fp32.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
     for name in ("dynamic", "static"):
