@@ -4,13 +4,28 @@
 
 The range [min, max] an observer saw is first widened to include 0, so that zero is exactly representable.
 Affine: scale = (max - min) / (q_max - q_min), zero_point = q_min - round(min / scale).
-Symmetric: scale = max(|min|, |max|) / ((q_max - q_min) / 2), zero_point = 0 (signed) or the middle (unsigned).
+Symmetric: scale = max(|min|, |max|) / ((q_max - q_min) / 2), zero_point = 0 (signed) or, unsigned, the middle
+of the range rounded down, (q_min + q_max) // 2, which PyTorch uses whenever the range is set explicitly, as here.
+A moving-average observer takes the first batch's min and max, then moves each 1% of the way to every later
+batch's: m = m + 0.01 (m_batch - m).
 Arithmetic is in float32, as in PyTorch's observers and kernels, so the results match them bit for bit.
 """
 
 import torch
 
 EPS = torch.finfo(torch.float32).eps  # PyTorch's observers never let a scale fall below this
+AVERAGING_CONSTANT = 0.01  # of the moving-average observer
+
+
+def moving_average(values: list[float], updates_per_value: int = 1) -> float:
+    """The moving-average observer's running value after seeing `values`, one per batch, in float32.
+
+    The first value sets it; each value is then applied `updates_per_value` times (see `layers.observer_calls`).
+    """
+    running = torch.tensor(values[0], dtype=torch.float32)
+    for value in [values[0]] * (updates_per_value - 1) + [v for v in values[1:] for _ in range(updates_per_value)]:
+        running = running + AVERAGING_CONSTANT * (torch.tensor(value, dtype=torch.float32) - running)
+    return running.item()
 
 
 def qparams(
@@ -22,7 +37,7 @@ def qparams(
     if symmetric:
         bound = torch.maximum(-min_neg, max_pos)
         scale = torch.clamp(bound / ((q_max - q_min) / 2), min=EPS)
-        zero_point = torch.full_like(scale, 0 if q_min < 0 else (q_min + q_max + 1) // 2, dtype=torch.int64)
+        zero_point = torch.full_like(scale, 0 if q_min < 0 else (q_min + q_max) // 2, dtype=torch.int64)
     else:
         scale = torch.clamp((max_pos - min_neg) / (q_max - q_min), min=EPS)
         zero_point = torch.clamp(q_min - torch.round(min_neg / scale).to(torch.int64), q_min, q_max)

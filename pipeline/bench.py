@@ -66,7 +66,7 @@ def command(
                 use_engine(engine)
                 variants = {
                     "dynamic": quantize_dynamic(fp32),
-                    "static": quantize_static(fp32, static_qconfig("minmax", False, engine), images, 64, fused=True),
+                    "static": quantize_static(fp32, static_qconfig("minmax", False, engine), images, 4, fused=True),
                 }
                 best = {
                     name: best_forms(model, images, sizes, warmup, repeats, Path(workdir))

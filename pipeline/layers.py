@@ -4,8 +4,8 @@
 
 For each quantized layer: the FP32 weight range and PyTorch's weight scale(s), zero point(s) and int8 values
 beside the same numbers from `pipeline.affine`; and the output range seen on the calibration images with its
-scale and zero point. Activations are recomputed for the minmax observer, whose rule is plain min/max; the
-histogram observer searches for a range instead, so its activations are reported but not recomputed.
+scale and zero point. Activations are recomputed for the minmax and moving-average observers, whose rules are
+arithmetic; the histogram observer searches for a range instead, so its activations are reported, not recomputed.
 """
 
 import copy
@@ -15,7 +15,7 @@ import torch
 import typer
 from torch import nn
 
-from pipeline.affine import qparams, quantize
+from pipeline.affine import moving_average, qparams, quantize
 from pipeline.artifacts import load_torch, save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_checkpoint, load_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
@@ -39,25 +39,40 @@ def float_weight(module: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def observed_ranges(
-    model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int
-) -> dict[str, tuple[float, float]]:
-    """Min and max of each named module's output over the images, as a minmax observer records them."""
-    ranges, modules = {}, dict(model.named_modules())
+def batch_ranges(model: nn.Module, names: list[str], images: torch.Tensor, batches: int) -> dict[str, list[tuple]]:
+    """Min and max of each named module's output, per calibration batch, batched as the static stage does."""
+    ranges, modules = {name: [] for name in names}, dict(model.named_modules())
 
     def record(name):
         def hook(_module, _inputs, output):
-            low, high = ranges.get(name, (float("inf"), float("-inf")))
-            ranges[name] = (min(low, output.min().item()), max(high, output.max().item()))
+            ranges[name].append((output.min().item(), output.max().item()))
 
         return hook
 
     handles = [modules[name].register_forward_hook(record(name)) for name in names]
-    for batch in images.split(batch_size):
+    for batch in images.tensor_split(batches):
         model(batch)
     for handle in handles:
         handle.remove()
     return ranges
+
+
+def observer_calls(module: nn.Module) -> int:
+    """How often eager-mode calibration runs a module's output observer per batch.
+
+    torch.ao's fused modules (LinearReLU, ConvReLU2d, ...) are nn.Sequential, and `prepare` adds the observer as
+    a child: Sequential.forward runs it as its last element, then the observer's forward hook runs it again.
+    Min/max and histograms do not change when a batch is seen twice; a moving average moves twice as far.
+    """
+    return 2 if isinstance(module, torch.ao.nn.intrinsic._FusedModule) else 1
+
+
+def observed_range(per_batch: list[tuple], observer: str, calls: int) -> tuple[float, float]:
+    """The range an observer ends with: overall min and max, or their moving averages."""
+    lows, highs = [low for low, _ in per_batch], [high for _, high in per_batch]
+    if observer == "moving_average_minmax":
+        return moving_average(lows, calls), moving_average(highs, calls)
+    return min(lows), max(highs)
 
 
 def weight_row(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> dict:
@@ -82,7 +97,9 @@ def weight_row(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> dict
     }
 
 
-def activation_row(observed: tuple[float, float], module: nn.Module, q_max: int, recompute: bool) -> dict:
+def activation_row(
+    observed: tuple[float, float], module: nn.Module, q_max: int, recompute: bool, symmetric: bool
+) -> dict:
     row = {
         "activation_min": observed[0],
         "activation_max": observed[1],
@@ -90,7 +107,7 @@ def activation_row(observed: tuple[float, float], module: nn.Module, q_max: int,
         "activation_zero_point": int(module.zero_point),
     }
     if recompute:
-        scale, zero_point = qparams(torch.tensor(observed[0]), torch.tensor(observed[1]), 0, q_max, symmetric=False)
+        scale, zero_point = qparams(torch.tensor(observed[0]), torch.tensor(observed[1]), 0, q_max, symmetric)
         row["activation_scale_diff"] = abs(scale.item() - row["activation_scale"])
         row["activation_zero_point_diff"] = abs(zero_point.item() - row["activation_zero_point"])
     return row
@@ -114,7 +131,7 @@ def command(
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
 ) -> None:
     """Recompute every layer's scales, zero points and int8 weights from scratch, and compare with PyTorch's."""
-    batch_size = load_params(params_file).calibration.batch_size
+    batches = load_params(params_file).calibration.batches
     fp32, _ = load_fp32(fp32_file)
     int8, _ = load_checkpoint(int8_file, expect="int8")
     recipe = load_torch(int8_file)["recipe"]
@@ -122,15 +139,23 @@ def command(
     layers = quantized_layers(int8)
     fused_modules = dict(fused.named_modules())
     images, _ = load_split(data_dir / "calib.pt")
-    ranges = observed_ranges(fused, ["quant", *layers], images, batch_size)
+    observer = recipe.get("observer")
+    ranges = {
+        name: observed_range(per_batch, observer, observer_calls(fused_modules[name]))
+        for name, per_batch in batch_ranges(fused, ["quant", *layers], images, batches).items()
+    }
     q_max = 127 if recipe["engine"] in ("x86", "fbgemm") else 255
-    recompute = recipe.get("observer") == "minmax"
-    rows = [{"layer": "quant (input)", **activation_row(ranges["quant"], int8.quant, q_max, recompute)}]
+    recompute = observer in ("minmax", "moving_average_minmax")  # the histogram observer searches; not recomputed
+    symmetric = recipe.get("symmetric_activations", False)
+    rows = [{"layer": "quant (input)", **activation_row(ranges["quant"], int8.quant, q_max, recompute, symmetric)}]
     histograms = []
     for name, module in layers.items():
         weight = float_weight(fused_modules[name])
         rows.append(
-            {**weight_row(name, weight, module.weight()), **activation_row(ranges[name], module, q_max, recompute)}
+            {
+                **weight_row(name, weight, module.weight()),
+                **activation_row(ranges[name], module, q_max, recompute, symmetric),
+            }
         )
         histograms += histogram_rows(name, weight, module.weight())
     summary = {

@@ -30,7 +30,7 @@ class DataParams(Section):
 
 class CalibrationParams(Section):
     size: PositiveInt  # training images drawn by seed for static calibration
-    batch_size: PositiveInt
+    batches: PositiveInt  # fed in this many batches: the moving-average observer updates once per batch
 
 
 class TrainParams(Section):
@@ -40,6 +40,7 @@ class TrainParams(Section):
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat
+    lr_schedule: Literal["cosine", "constant"]
     device: Literal["auto", "cpu", "cuda"]
     threads: PositiveInt  # CPU threads for training and QAT: float sums depend on how work is split
 
@@ -50,14 +51,17 @@ class QuantizeParams(Section):
 
 class StaticParams(Section):
     fuse: bool
-    observer: Literal["minmax", "histogram"]
+    observer: Literal["minmax", "moving_average_minmax", "histogram"]
     per_channel: bool
+    symmetric_activations: bool
 
 
 class QatParams(Section):
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat
+    lr_schedule: Literal["cosine", "constant"]
+    freeze_after: PositiveInt  # epochs after which BN statistics and observers stop updating (>= epochs: never)
 
 
 class EvaluateParams(Section):

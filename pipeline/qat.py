@@ -11,7 +11,7 @@ import typer
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import convert_qat, prepare_qat, use_engine
+from pipeline.quantize import convert_qat, freeze_qat, prepare_qat, use_engine
 from pipeline.train import fit
 
 
@@ -28,15 +28,25 @@ def command(
     images, labels = load_split(data_dir / "train.pt")
     use_engine(engine)
     torch.set_num_threads(params.train.threads)
+    settings = params.qat
     prepared = prepare_qat(model, engine)
+
+    def freeze_when_due(epoch: int) -> None:
+        if epoch == settings.freeze_after:
+            freeze_qat(prepared)
+            typer.echo(f"observers and BN statistics frozen after epoch {epoch}")
+
     # No test split here: evaluating would also feed the fake-quant observers, which stay on in eval mode.
     fit(
         prepared,
         images,
         labels,
-        epochs=params.qat.epochs,
-        batch_size=params.qat.batch_size,
-        lr=params.qat.lr,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
         seed=params.seed,
+        schedule=settings.lr_schedule,
+        after_epoch=freeze_when_due,
     )
-    save_int8(convert_qat(prepared), arch, {"method": "qat", "engine": engine, "fused": True}, out)
+    recipe = {"method": "qat", "engine": engine, "fused": True, "freeze_after": settings.freeze_after}
+    save_int8(convert_qat(prepared), arch, recipe, out)

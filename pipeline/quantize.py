@@ -13,7 +13,11 @@ from torch.ao import quantization as tq
 
 from pipeline.models import build
 
-ACTIVATION_OBSERVERS = {"minmax": tq.MinMaxObserver, "histogram": tq.HistogramObserver}
+ACTIVATION_OBSERVERS = {
+    "minmax": tq.MinMaxObserver,
+    "moving_average_minmax": tq.MovingAverageMinMaxObserver,
+    "histogram": tq.HistogramObserver,
+}
 
 
 def use_engine(engine: str) -> None:
@@ -26,12 +30,15 @@ def quantize_dynamic(model: nn.Module) -> nn.Module:
     return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
 
 
-def static_qconfig(observer: str, per_channel: bool, engine: str) -> tq.QConfig:
+def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False) -> tq.QConfig:
     # x86/fbgemm kernels can overflow their 16-bit intermediate sums on CPUs without VNNI; 7-bit activations
     # (quant_max 127) avoid it, as PyTorch's own default qconfig for these engines does.
     activation_max = 127 if engine in ("x86", "fbgemm") else 255
     activation = ACTIVATION_OBSERVERS[observer].with_args(
-        dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=0, quant_max=activation_max
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_symmetric if symmetric_activations else torch.per_tensor_affine,
+        quant_min=0,
+        quant_max=activation_max,
     )
     if per_channel:
         weight = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
@@ -47,21 +54,21 @@ def fuse(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
-    """Run calibration images through a prepared model so its observers record activation ranges."""
-    for batch in images.split(batch_size):
+def calibrate(model: nn.Module, images: torch.Tensor, batches: int) -> None:
+    """Run the calibration images through a prepared model, in `batches` batches, so observers record ranges."""
+    for batch in images.tensor_split(batches):
         model(batch)
 
 
 def quantize_static(
-    model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batch_size: int, fused: bool
+    model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool
 ) -> nn.Module:
     model = copy.deepcopy(model).eval()
     if fused:
         fuse(model)
     model.qconfig = qconfig
     tq.prepare(model, inplace=True)
-    calibrate(model, images, batch_size)
+    calibrate(model, images, batches)
     return tq.convert(model)
 
 
@@ -70,6 +77,12 @@ def prepare_qat(model: nn.Module, engine: str) -> nn.Module:
     model = fuse(copy.deepcopy(model).train())
     model.qconfig = tq.get_default_qat_qconfig(engine)
     return tq.prepare_qat(model)
+
+
+def freeze_qat(model: nn.Module) -> None:
+    """Stop observers and BN statistics from updating: later epochs fine-tune against fixed ranges."""
+    model.apply(tq.disable_observer)
+    model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
 
 
 def convert_qat(model: nn.Module) -> nn.Module:

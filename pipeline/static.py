@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
+from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
@@ -25,13 +26,19 @@ def command(
     model, arch = load_fp32(model_file)
     images, _ = load_split(data_dir / "calib.pt")
     use_engine(engine)
-    qconfig = static_qconfig(settings.observer, settings.per_channel, engine)
-    int8 = quantize_static(model, qconfig, images, params.calibration.batch_size, settings.fuse)
+    batches = params.calibration.batches
+    if batches > len(images):
+        raise PipelineError(
+            f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
+        )
+    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
+    int8 = quantize_static(model, qconfig, images, batches, settings.fuse)
     recipe = {
         "method": "static",
         "engine": engine,
         "fused": settings.fuse,
         "observer": settings.observer,
         "per_channel": settings.per_channel,
+        "symmetric_activations": settings.symmetric_activations,
     }
     save_int8(int8, arch, recipe, out)

@@ -51,30 +51,54 @@ def train_epoch(model, optimizer, schedule, images, labels, batch_size, generato
     return total_loss / len(labels), correct / len(labels)
 
 
-def fit(model, images, labels, *, epochs, batch_size, lr, seed, device=torch.device("cpu"), test=None) -> list[dict]:
+def lr_schedule(optimizer, name: str, steps: int):
+    """`cosine` anneals from the initial rate to zero over all steps, so the last epochs settle the weights: a
+    later fine-tune (QAT) then gains from quantization awareness, not from training an unsettled model longer."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def describe(row: dict) -> str:
+    return "  ".join(
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()
+    )
+
+
+def fit(
+    model,
+    images,
+    labels,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    schedule="cosine",
+    device=torch.device("cpu"),
+    test=None,
+    after_epoch=None,
+) -> list[dict]:
     """Train `model` in place; return one row per epoch (loss, accuracy, and test accuracy if `test` is given).
 
-    The learning rate anneals from `lr` to zero along a cosine over all steps, so the last epochs settle the
-    weights: a later fine-tune (QAT) then gains from quantization awareness, not from training the model longer.
+    `after_epoch(epoch)` runs at the end of each epoch (QAT freezes its observers there).
     """
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * -(-len(labels) // batch_size))
+    scheduler = lr_schedule(optimizer, schedule, epochs * -(-len(labels) // batch_size))
     generator = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(1, epochs + 1):
         loss, train_accuracy = train_epoch(
-            model, optimizer, schedule, images, labels, batch_size, generator, f"epoch {epoch}/{epochs}"
+            model, optimizer, scheduler, images, labels, batch_size, generator, f"epoch {epoch}/{epochs}"
         )
         row = {"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy}
         if test is not None:
             row["test_accuracy"] = accuracy(model.eval(), *test)
-        typer.echo(
-            "  ".join(
-                f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()
-            )
-        )
+        typer.echo(describe(row))
         history.append(row)
+        if after_epoch is not None:
+            after_epoch(epoch)
     model.cpu().eval()
     return history
 
@@ -102,6 +126,7 @@ def command(
         batch_size=params.train.batch_size,
         lr=params.train.lr,
         seed=params.seed,
+        schedule=params.train.lr_schedule,
         device=device,
         test=test,
     )

@@ -30,7 +30,11 @@ def edited(tmp_path, old: str, new: str):
         ("  batch_size: 64", "  batch_size: -8", "train.batch_size: Input should be greater than 0"),
         ("  lr: 0.001", "  lr: [0.001]", "train.lr: Input should be a valid number"),
         ("dataset: fashion-mnist", "dataset: cifar10", "data.dataset: Input should be 'fashion-mnist' or 'mnist'"),
-        ("observer: minmax", "observer: entropy", "static.observer: Input should be 'minmax' or 'histogram'"),
+        (
+            "observer: minmax",
+            "observer: entropy",
+            "static.observer: Input should be 'minmax', 'moving_average_minmax' or 'histogram'",
+        ),
         ("engine: x86", "engine: tpu", "quantize.engine: Input should be 'x86', 'fbgemm', 'qnnpack' or 'onednn'"),
         ("calibration:", "calibraton:", "unknown key 'calibraton'"),
         ("  lr: 0.001", "  lr: [0.001", "not valid YAML"),

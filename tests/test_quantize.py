@@ -32,7 +32,7 @@ def test_int8_agrees_with_fp32(trained, data, method):
 
 def static_int8(model, images, observer="minmax", per_channel=False, fused=True):
     use_engine("x86")
-    return quantize_static(model, static_qconfig(observer, per_channel, "x86"), images, 50, fused)
+    return quantize_static(model, static_qconfig(observer, per_channel, "x86"), images, 4, fused)
 
 
 @pytest.mark.parametrize("observer", ["minmax", "histogram"])
