@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from pipeline import bench, download, dynamic, evaluate, layers, prepare, qat, report, static, train
+from pipeline import bench, download, dynamic, evaluate, layers, prepare, qat, report, sensitivity, static, train
 from pipeline.errors import PipelineError
 
 # torch.ao.quantization warns on import, on each call and on each quantized tensor it makes. The eager flow is a
@@ -25,6 +25,7 @@ STAGES = {
     "qat": qat,
     "evaluate": evaluate,
     "layers": layers,
+    "sensitivity": sensitivity,
     "report": report,
 }
 

@@ -15,7 +15,7 @@ import torch
 import typer
 from torch import nn
 
-from pipeline.artifacts import save_json
+from pipeline.artifacts import load_torch, save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, load_model
 from pipeline.fidelity import logits, score
 from pipeline.latency import best_of, compiled_forms, cpu_flags, example_batch, load_deployable, time_calls
@@ -144,8 +144,11 @@ def command(
                 for key, ms in results[name]["latency_ms"].items()
             )
         )
-    for name in INT8_MODELS:
+    for name, path in INT8_MODELS.items():
         results[name]["vs_fp32"] = against(results["fp32"], results[name])
+        if "skip_layers" in (recipe := load_torch(path)["recipe"]):
+            kept = recipe["skip_layers"]
+            results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)
     save_json(

@@ -54,6 +54,8 @@ class StaticParams(Section):
     observer: Literal["minmax", "moving_average_minmax", "histogram"]
     per_channel: bool
     symmetric_activations: bool
+    skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
+    max_accuracy_drop: PositiveFloat | None  # points; if set, keep the fewest more layers in FP32 to stay within it
 
 
 class QatParams(Section):

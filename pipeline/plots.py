@@ -121,3 +121,28 @@ def plot_weight_histograms(rows: list[dict], path: Path) -> None:
     axes[0][0].set_ylabel("count")
     axes[0][0].legend(fontsize=8)
     save_figure(figure, path)
+
+
+def plot_sensitivity(rows: list[dict], path: Path) -> None:
+    """Accuracy drop per layer, sorted: when only it is int8, and when all but it are."""
+    names = [row["layer"] for row in rows]
+    figure, axis = plt.subplots(figsize=(6, 0.5 * len(rows) + 1.8))
+    positions = range(len(rows))
+    axis.barh(
+        [p - 0.2 for p in positions],
+        [row["drop_only_this_int8"] for row in rows],
+        height=0.4,
+        label="only this layer int8",
+    )
+    axis.barh(
+        [p + 0.2 for p in positions],
+        [row["drop_all_but_this_int8"] for row in rows],
+        height=0.4,
+        label="all but this layer int8",
+    )
+    axis.set_yticks(list(positions), names)
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", lw=0.8)
+    axis.set(title="Accuracy drop per layer (test set)", xlabel="points lost against FP32")
+    axis.legend(fontsize=8)
+    save_figure(figure, path)

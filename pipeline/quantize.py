@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
+from pipeline.errors import PipelineError
 from pipeline.models import build
 
 ACTIVATION_OBSERVERS = {
@@ -60,13 +61,58 @@ def calibrate(model: nn.Module, images: torch.Tensor, batches: int) -> None:
         model(batch)
 
 
+QUANTIZABLE = (nn.Linear, nn.Conv2d, torch.ao.nn.intrinsic._FusedModule)
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names of the layers static quantization turns into int8 kernels: Linear, Conv, and fused groups of them."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, QUANTIZABLE) and not any(name.startswith(f"{kept}.") for kept in names):
+            names.append(name)
+    return names
+
+
+def replace_layer(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def keep_float(model: nn.Module, names: list[str]) -> None:
+    """Leave the named layers in FP32 inside an int8 model: dequantize before each, quantize again after it."""
+    allowed = quantizable_layers(model)
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise PipelineError(f"static.skip_layers: unknown layer(s) {unknown}; the quantizable layers are {allowed}")
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.qconfig = None  # no observers, no conversion: this layer computes in float
+        replace_layer(model, name, nn.Sequential(tq.DeQuantStub(), layer, tq.QuantStub()))
+
+
 def quantize_static(
-    model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool
+    model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool, skip_layers=()
 ) -> nn.Module:
+    """Fuse, observe the calibration images, convert; the `skip_layers` stay FP32."""
     model = copy.deepcopy(model).eval()
     if fused:
         fuse(model)
     model.qconfig = qconfig
+    keep_float(model, list(skip_layers))
+    tq.prepare(model, inplace=True)
+    calibrate(model, images, batches)
+    return tq.convert(model)
+
+
+def quantize_only(model: nn.Module, name: str, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool):
+    """The FP32 model with a single int8 layer, quantized and dequantized around it."""
+    model = copy.deepcopy(model).eval()
+    if fused:
+        fuse(model)
+    model.qconfig = None
+    wrapper = tq.QuantWrapper(model.get_submodule(name))
+    wrapper.qconfig = qconfig
+    replace_layer(model, name, wrapper)
     tq.prepare(model, inplace=True)
     calibrate(model, images, batches)
     return tq.convert(model)
@@ -98,6 +144,7 @@ def empty_int8(arch: dict, recipe: dict) -> nn.Module:
     if recipe["fused"]:
         fuse(model)
     model.qconfig = tq.default_qconfig  # any qconfig gives the same modules; scales come from the state dict
+    keep_float(model, recipe.get("skip_layers", []))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # observers that saw no data warn; their placeholder values are replaced
         tq.prepare(model, inplace=True)

@@ -83,5 +83,6 @@ def command(
     plots.plot_confusions(confusions, f"best int8 ({metrics['best_int8']})", figures_dir / "confusion.png")
     plots.plot_layers(load_json(plots_dir / "layers.json"), figures_dir / "layers.png")
     plots.plot_weight_histograms(load_json(plots_dir / "weight_histograms.json"), figures_dir / "weights.png")
+    plots.plot_sensitivity(load_json(plots_dir / "sensitivity.json"), figures_dir / "sensitivity.png")
     save_text(summary_markdown(metrics), summary_out)
     typer.echo(summary_markdown(metrics))

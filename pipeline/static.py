@@ -12,6 +12,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.sensitivity import fewest_float_layers
 
 
 def command(
@@ -24,7 +25,7 @@ def command(
     params = load_params(params_file)
     settings, engine = params.static, params.quantize.engine
     model, arch = load_fp32(model_file)
-    images, _ = load_split(data_dir / "calib.pt")
+    images, labels = load_split(data_dir / "calib.pt")
     use_engine(engine)
     batches = params.calibration.batches
     if batches > len(images):
@@ -32,7 +33,13 @@ def command(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
     qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
-    int8 = quantize_static(model, qconfig, images, batches, settings.fuse)
+    skip_layers = list(settings.skip_layers)
+    if settings.max_accuracy_drop is not None:
+        skip_layers = fewest_float_layers(
+            model, qconfig, images, labels, batches, settings.fuse, skip_layers, settings.max_accuracy_drop
+        )
+        typer.echo(f"kept in FP32 to lose at most {settings.max_accuracy_drop} points: {skip_layers or 'none'}")
+    int8 = quantize_static(model, qconfig, images, batches, settings.fuse, skip_layers)
     recipe = {
         "method": "static",
         "engine": engine,
@@ -40,5 +47,6 @@ def command(
         "observer": settings.observer,
         "per_channel": settings.per_channel,
         "symmetric_activations": settings.symmetric_activations,
+        "skip_layers": skip_layers,
     }
     save_int8(int8, arch, recipe, out)

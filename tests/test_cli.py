@@ -25,7 +25,7 @@ def files_under(folder):
 
 def test_help_lists_every_stage():
     result = run("--help")
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "report", "bench"):
+    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report", "bench"):
         assert stage in result.output
 
 
@@ -111,7 +111,7 @@ class Exploit:
 
 def test_evaluate_and_report(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
-    for stage in ("evaluate", "layers", "report"):
+    for stage in ("evaluate", "layers", "sensitivity", "report"):
         assert run(stage).exit_code == 0, stage
     figures = files_under(tmp_path / "copy/reports")
     for name in (
@@ -123,6 +123,7 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
         "figures/confusion.png",
         "figures/layers.png",
         "figures/weights.png",
+        "figures/sensitivity.png",
     ):
         assert name in figures
 

@@ -63,7 +63,8 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_then_nothing(repo):
     log = sh("dvc", "repro", cwd=repo)
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "report"):
+    stages = ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report")
+    for stage in stages:
         assert f"Running stage '{stage}'" in log
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):
@@ -140,7 +141,7 @@ def test_experiment_reruns_only_what_the_param_touches(repo):
     commit(repo, "baseline")
     log = sh("dvc", "exp", "run", "-S", "static.observer=histogram", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    assert ran == {"static", "evaluate", "layers", "report"}
+    assert ran == {"static", "evaluate", "layers", "sensitivity", "report"}
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
     changed = diff["reports/metrics.json"]
     assert "fp32.accuracy" not in changed or changed["fp32.accuracy"]["diff"] == 0

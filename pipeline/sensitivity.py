@@ -1,0 +1,114 @@
+"""Stage `sensitivity`: which layer costs accuracy when it is quantized.
+
+    python -m pipeline sensitivity
+
+For each quantizable layer, with the static recipe of params.yaml: the accuracy drop (points, test set) when
+only that layer is int8 and when every layer but that one is int8, and the SQNR of its weights and of its output
+activations in the full int8 model against FP32. Rows are sorted, most sensitive first; `static.skip_layers`
+takes these names. `fewest_float_layers` is the search behind `static.max_accuracy_drop`.
+"""
+
+import copy
+from pathlib import Path
+
+import torch
+import typer
+from torch import nn
+
+from pipeline.artifacts import save_json
+from pipeline.checkpoints import FP32_MODEL, load_fp32
+from pipeline.fidelity import sqnr_db
+from pipeline.layers import float_weight
+from pipeline.models import accuracy
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
+from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.quantize import fuse, quantizable_layers, quantize_only, quantize_static, static_qconfig, use_engine
+
+SENSITIVITY_FILE = Path("reports/plots/sensitivity.json")
+ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
+
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each named module's output (dequantized if int8) for one batch of images."""
+    outputs, modules = {}, dict(model.named_modules())
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out.dequantize() if out.is_quantized else out)
+        )
+        for name in names
+    ]
+    model(images)
+    for hook in hooks:
+        hook.remove()
+    return outputs
+
+
+def points(reference: float, value: float) -> float:
+    return round((reference - value) * 100, 3)
+
+
+def layer_sensitivity(model, qconfig, calibration, batches, fused, images, labels) -> list[dict]:
+    """One row per quantizable layer, most sensitive first (largest drop when only it is int8)."""
+    baseline = accuracy(model, images, labels)
+    full = quantize_static(model, qconfig, calibration, batches, fused)
+    reference = fuse(copy.deepcopy(model).eval()) if fused else model
+    names = quantizable_layers(reference)
+    fp32_out, int8_out = (layer_outputs(m, names, images[:ACTIVATION_IMAGES]) for m in (reference, full))
+    modules, int8_modules = dict(reference.named_modules()), dict(full.named_modules())
+    rows = []
+    for name in names:
+        only = quantize_only(model, name, qconfig, calibration, batches, fused)
+        all_but = quantize_static(model, qconfig, calibration, batches, fused, skip_layers=[name])
+        rows.append(
+            {
+                "layer": name,
+                "drop_only_this_int8": points(baseline, accuracy(only, images, labels)),
+                "drop_all_but_this_int8": points(baseline, accuracy(all_but, images, labels)),
+                "weight_sqnr_db": sqnr_db(float_weight(modules[name]), int8_modules[name].weight().dequantize()),
+                "activation_sqnr_db": sqnr_db(fp32_out[name], int8_out[name]),
+            }
+        )
+    return sorted(rows, key=lambda row: row["drop_only_this_int8"], reverse=True)
+
+
+def fewest_float_layers(model, qconfig, images, labels, batches, fused, start: list[str], budget: float) -> list[str]:
+    """Keep layers in FP32, most harmful in int8 first, until accuracy on `images` is within `budget` points.
+
+    Scored on the calibration images, never the test set, so the choice is not tuned on what evaluates it.
+    """
+    baseline = accuracy(model, images, labels)
+    reference = fuse(copy.deepcopy(model).eval()) if fused else model
+    candidates = [name for name in quantizable_layers(reference) if name not in start]
+    only = {
+        name: accuracy(quantize_only(model, name, qconfig, images, batches, fused), images, labels)
+        for name in candidates
+    }
+    kept = list(start)
+    for name in [None, *sorted(candidates, key=only.get)]:
+        if name is not None:
+            kept.append(name)
+        int8 = quantize_static(model, qconfig, images, batches, fused, skip_layers=kept)
+        if points(baseline, accuracy(int8, images, labels)) <= budget:
+            break
+    return kept
+
+
+def command(
+    params_file: ParamsOption = PARAMS_FILE,
+    model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt and test.pt"),
+    out: Path = typer.Option(SENSITIVITY_FILE, "--out", help="per-layer sensitivity (JSON)"),
+) -> None:
+    """Rank the layers by the accuracy they lose in int8."""
+    params = load_params(params_file)
+    settings, engine = params.static, params.quantize.engine
+    model, _ = load_fp32(model_file)
+    calibration, _ = load_split(data_dir / "calib.pt")
+    images, labels = load_split(data_dir / "test.pt")
+    use_engine(engine)
+    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
+    rows = layer_sensitivity(model, qconfig, calibration, params.calibration.batches, settings.fuse, images, labels)
+    save_json(rows, out)
+    for row in rows:
+        typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))

@@ -1,0 +1,93 @@
+"""Sensitivity and mixed precision: the layer that hurts is found, and exactly it is kept in FP32."""
+
+import copy
+import shutil
+
+import pytest
+import torch
+
+from pipeline.artifacts import load_json
+from pipeline.checkpoints import load_model, save_int8
+from pipeline.errors import PipelineError
+from pipeline.models import accuracy
+from pipeline.prepare import load_split
+from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.sensitivity import fewest_float_layers, layer_sensitivity
+from tests.conftest import tiny_params, write_params
+from tests.test_cli import run
+
+
+@pytest.fixture
+def fragile(trained):
+    """The trained MLP with layers.2 made extremely sensitive to per-tensor int8, its FP32 function intact.
+
+    Hidden unit 0 of layers.0 is made dead (always 0 after ReLU), so the weights leaving it never matter in FP32;
+    setting them to 1000 makes layers.2's per-tensor scale so coarse that all its other weights round to zero.
+    """
+    model = copy.deepcopy(load_model(trained / "models/fp32.pt"))
+    with torch.no_grad():
+        model.layers[0].weight[0] = 0
+        model.layers[0].bias[0] = -1
+        model.layers[2].weight[:, 0] = 1000
+    use_engine("x86")
+    return model, static_qconfig("minmax", False, "x86"), load_split(trained / "data/prepared/calib.pt")
+
+
+def test_exactly_the_fragile_layer_is_kept_in_fp32(fragile):
+    model, qconfig, (images, labels) = fragile
+    assert accuracy(quantize_static(model, qconfig, images, 2, True), images, labels) < 0.5  # int8 everywhere fails
+    kept = fewest_float_layers(model, qconfig, images, labels, 2, True, [], budget=0.2)
+    assert kept == ["layers.2"]
+    mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=kept)
+    assert (accuracy(model, images, labels) - accuracy(mixed, images, labels)) * 100 <= 0.2
+
+
+def test_sensitivity_ranks_the_fragile_layer_first(fragile):
+    model, qconfig, (images, labels) = fragile
+    rows = layer_sensitivity(model, qconfig, images, 2, True, images, labels)
+    assert [row["layer"] for row in rows][0] == "layers.2" and len(rows) == 4
+    fragile_row, first_layer = rows[0], next(row for row in rows if row["layer"] == "layers.0")
+    assert fragile_row["drop_only_this_int8"] > 40
+    # Weight SQNR is dominated by the huge weights, which quantize well: it looks fine. The layer's output does not.
+    assert (
+        fragile_row["weight_sqnr_db"] > 30
+        and fragile_row["activation_sqnr_db"] < 10 < first_layer["activation_sqnr_db"]
+    )
+    assert all(row["drop_all_but_this_int8"] > 40 for row in rows[1:])  # with layers.2 in int8, all else fails
+
+
+def test_mixed_model_file_loads_back_exactly(fragile, tmp_path):
+    model, qconfig, (images, _) = fragile
+    mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=["layers.2"])
+    arch = {"name": "mlp", "hidden": [50, 80, 30]}
+    save_int8(
+        mixed,
+        arch,
+        {"method": "static", "engine": "x86", "fused": True, "skip_layers": ["layers.2"]},
+        tmp_path / "m.pt",
+    )
+    assert torch.equal(load_model(tmp_path / "m.pt")(images), mixed(images))
+
+
+def test_unknown_layer_lists_the_allowed_ones(fragile):
+    model, qconfig, (images, _) = fragile
+    with pytest.raises(
+        PipelineError, match=r"unknown layer\(s\) \['layers.9'\]; the quantizable layers are \['layers.0', "
+    ):
+        quantize_static(model, qconfig, images, 2, True, skip_layers=["layers.9"])
+
+
+def test_stages_record_the_float_layers(trained, tmp_path, monkeypatch):
+    work = shutil.copytree(trained, tmp_path / "work")
+    monkeypatch.chdir(work)
+    write_params(work / "params.yaml", tiny_params(tmp_path, **{"static.skip_layers": ["layers.0"]}))
+    for stage in ("static", "sensitivity", "evaluate"):
+        assert run(stage).exit_code == 0, stage
+    metrics = load_json(work / "reports/metrics.json")
+    assert metrics["static"]["float_layers"] == {"count": 1, "names": "layers.0"}
+    assert {row["layer"] for row in load_json(work / "reports/plots/sensitivity.json")} == {
+        "layers.0",
+        "layers.2",
+        "layers.4",
+        "layers.6",
+    }
