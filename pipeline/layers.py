@@ -8,7 +8,6 @@ scale and zero point. Activations are recomputed for the minmax and moving-avera
 arithmetic; the histogram observer searches for a range instead, so its activations are reported, not recomputed.
 """
 
-import copy
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from pipeline.artifacts import load_torch, save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_checkpoint, load_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import fuse
+from pipeline.quantize import float_twin
 
 LAYERS_FILE = Path("reports/plots/layers.json")
 HISTOGRAMS_FILE = Path("reports/plots/weight_histograms.json")
@@ -135,7 +134,7 @@ def command(
     fp32, _ = load_fp32(fp32_file)
     int8, _ = load_checkpoint(int8_file, expect="int8")
     recipe = load_torch(int8_file)["recipe"]
-    fused = fuse(copy.deepcopy(fp32)) if recipe.get("fused") else fp32
+    fused = float_twin(fp32, recipe.get("fused", False))
     layers = quantized_layers(int8)
     fused_modules = dict(fused.named_modules())
     images, _ = load_split(data_dir / "calib.pt")

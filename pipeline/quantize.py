@@ -54,6 +54,12 @@ def fuse(model: nn.Module) -> nn.Module:
     return fuse_groups(model, model.fusion_groups(), inplace=True)
 
 
+def float_twin(model: nn.Module, fused: bool) -> nn.Module:
+    """An eval-mode copy of the FP32 model, fused if asked: what static quantization starts from."""
+    model = copy.deepcopy(model).eval()
+    return fuse(model) if fused else model
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, images: torch.Tensor, batches: int) -> None:
     """Run the calibration images through a prepared model, in `batches` batches, so observers record ranges."""
@@ -94,9 +100,7 @@ def quantize_static(
     model: nn.Module, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool, skip_layers=()
 ) -> nn.Module:
     """Fuse, observe the calibration images, convert; the `skip_layers` stay FP32."""
-    model = copy.deepcopy(model).eval()
-    if fused:
-        fuse(model)
+    model = float_twin(model, fused)
     model.qconfig = qconfig
     keep_float(model, list(skip_layers))
     tq.prepare(model, inplace=True)
@@ -106,9 +110,7 @@ def quantize_static(
 
 def quantize_only(model: nn.Module, name: str, qconfig: tq.QConfig, images: torch.Tensor, batches: int, fused: bool):
     """The FP32 model with a single int8 layer, quantized and dequantized around it."""
-    model = copy.deepcopy(model).eval()
-    if fused:
-        fuse(model)
+    model = float_twin(model, fused)
     model.qconfig = None
     wrapper = tq.QuantWrapper(model.get_submodule(name))
     wrapper.qconfig = qconfig

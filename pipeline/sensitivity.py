@@ -8,7 +8,6 @@ activations in the full int8 model against FP32. Rows are sorted, most sensitive
 takes these names. `fewest_float_layers` is the search behind `static.max_accuracy_drop`.
 """
 
-import copy
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from pipeline.layers import float_weight
 from pipeline.models import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import fuse, quantizable_layers, quantize_only, quantize_static, static_qconfig, use_engine
+from pipeline.quantize import float_twin, quantizable_layers, quantize_only, quantize_static, static_qconfig, use_engine
 
 SENSITIVITY_FILE = Path("reports/plots/sensitivity.json")
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
@@ -52,7 +51,7 @@ def layer_sensitivity(model, qconfig, calibration, batches, fused, images, label
     """One row per quantizable layer, most sensitive first (largest drop when only it is int8)."""
     baseline = accuracy(model, images, labels)
     full = quantize_static(model, qconfig, calibration, batches, fused)
-    reference = fuse(copy.deepcopy(model).eval()) if fused else model
+    reference = float_twin(model, fused)
     names = quantizable_layers(reference)
     fp32_out, int8_out = (layer_outputs(m, names, images[:ACTIVATION_IMAGES]) for m in (reference, full))
     modules, int8_modules = dict(reference.named_modules()), dict(full.named_modules())
@@ -78,7 +77,7 @@ def fewest_float_layers(model, qconfig, images, labels, batches, fused, start: l
     Scored on the calibration images, never the test set, so the choice is not tuned on what evaluates it.
     """
     baseline = accuracy(model, images, labels)
-    reference = fuse(copy.deepcopy(model).eval()) if fused else model
+    reference = float_twin(model, fused)
     candidates = [name for name in quantizable_layers(reference) if name not in start]
     only = {
         name: accuracy(quantize_only(model, name, qconfig, images, batches, fused), images, labels)

@@ -25,7 +25,19 @@ def files_under(folder):
 
 def test_help_lists_every_stage():
     result = run("--help")
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report", "bench"):
+    for stage in (
+        "download",
+        "prepare",
+        "train",
+        "dynamic",
+        "static",
+        "qat",
+        "evaluate",
+        "layers",
+        "sensitivity",
+        "report",
+        "bench",
+    ):
         assert stage in result.output
 
 
