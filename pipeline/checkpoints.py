@@ -37,8 +37,8 @@ def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     save_deployable(model, deployable_path(path))
 
 
-def load_checkpoint(path: Path, expect: str | None = None) -> tuple[nn.Module, dict]:
-    """The model in eval mode, and the architecture settings it was built from."""
+def read_model(path: Path, expect: str | None = None) -> tuple[nn.Module, dict]:
+    """The model in eval mode, and the settings its file carries: kind, arch and, for int8, the recipe."""
     checkpoint = load_torch(path)
     kind, arch = checkpoint.get("kind"), checkpoint.get("arch")
     if kind not in ("fp32", "int8") or not isinstance(arch, dict) or "state_dict" not in checkpoint:
@@ -53,7 +53,13 @@ def load_checkpoint(path: Path, expect: str | None = None) -> tuple[nn.Module, d
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError, AttributeError) as error:
         raise PipelineError(f"{path}: weights do not fit the model {arch} it names ({first_line(error)})") from None
-    return model.eval(), arch
+    return model.eval(), {"kind": kind, "arch": arch, "recipe": checkpoint.get("recipe", {})}
+
+
+def load_checkpoint(path: Path, expect: str | None = None) -> tuple[nn.Module, dict]:
+    """The model in eval mode, and the architecture settings it was built from."""
+    model, settings = read_model(path, expect)
+    return model, settings["arch"]
 
 
 def floor_bytes(state_dict: dict) -> int:

@@ -15,8 +15,8 @@ import torch
 import typer
 from torch import nn
 
-from pipeline.artifacts import load_torch, save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, load_model
+from pipeline.artifacts import save_json
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, read_model
 from pipeline.fidelity import logits, score
 from pipeline.latency import best_of, compiled_forms, cpu_flags, example_batch, load_deployable, time_calls
 from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
@@ -124,7 +124,8 @@ def command(
     """Measure accuracy, size and latency of the FP32 model and every int8 variant."""
     settings = load_params(params_file).evaluate
     images, labels = load_split(data_dir / "test.pt")
-    models = {name: load_model(path) for name, path in VARIANTS.items()}  # every file is checked before timing
+    loaded = {name: read_model(path) for name, path in VARIANTS.items()}  # every file is checked before timing
+    models = {name: model for name, (model, _) in loaded.items()}
     for path in VARIANTS.values():
         load_deployable(deployable_path(path))
     torch.set_num_threads(settings.threads)
@@ -144,9 +145,9 @@ def command(
                 for key, ms in results[name]["latency_ms"].items()
             )
         )
-    for name, path in INT8_MODELS.items():
+    for name in INT8_MODELS:
         results[name]["vs_fp32"] = against(results["fp32"], results[name])
-        if "skip_layers" in (recipe := load_torch(path)["recipe"]):
+        if "skip_layers" in (recipe := loaded[name][1]["recipe"]):
             kept = recipe["skip_layers"]
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])

@@ -15,8 +15,8 @@ import typer
 from torch import nn
 
 from pipeline.affine import moving_average, qparams, quantize
-from pipeline.artifacts import load_torch, save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_checkpoint, load_fp32
+from pipeline.artifacts import save_json
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, read_model
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import float_twin
@@ -132,8 +132,8 @@ def command(
     """Recompute every layer's scales, zero points and int8 weights from scratch, and compare with PyTorch's."""
     batches = load_params(params_file).calibration.batches
     fp32, _ = load_fp32(fp32_file)
-    int8, _ = load_checkpoint(int8_file, expect="int8")
-    recipe = load_torch(int8_file)["recipe"]
+    int8, settings = read_model(int8_file, expect="int8")
+    recipe = settings["recipe"]
     fused = float_twin(fp32, recipe.get("fused", False))
     layers = quantized_layers(int8)
     fused_modules = dict(fused.named_modules())
