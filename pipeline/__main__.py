@@ -4,6 +4,7 @@ python -m pipeline --help
 """
 
 import functools
+import logging
 import warnings
 
 import typer
@@ -15,6 +16,9 @@ from pipeline.errors import PipelineError
 # deliberate choice (README, "Backends"), so the stage logs keep only what the stages themselves say.
 warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
 warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+warnings.filterwarnings("ignore", module=r"torchao(\.|$)")
+# torchao registers a type that torch now handles natively, and torch logs a deprecation notice about it.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 STAGES = {
     "download": download,

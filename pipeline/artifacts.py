@@ -8,6 +8,7 @@ are read with `weights_only=True`, so loading one never runs code from it.
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +23,26 @@ def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a writer killed with SIGKILL
-        stale.unlink(missing_ok=True)
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: Path):
+    """Yield an empty temporary folder beside `path`; it replaces `path`, whole, if the block succeeds."""
+    with atomic_path(path) as temporary:
+        temporary.mkdir()
+        try:
+            yield temporary
+            shutil.rmtree(path, ignore_errors=True)  # os.replace cannot put a folder over a full one
+        except BaseException:
+            shutil.rmtree(temporary)
+            raise
 
 
 def save_torch(obj, path: Path) -> None:

@@ -1,9 +1,10 @@
-"""`python -m pipeline bench`: int8 against FP32 speed, per architecture and quantized engine, in one run.
+"""`python -m pipeline bench`: int8 against FP32 speed, per architecture, backend and engine, in one run.
 
 Speed does not depend on what the weights are, so each architecture of params.yaml is built fresh (seeded) and
 calibrated on random images: the bench needs no trained model. Every model is timed in every form (eager,
-TorchScript, TorchScript optimized) and the table compares the best FP32 form with the best int8 form. Not a
-DVC stage: its figures belong to the machine and the moment, and are printed, not cached.
+TorchScript, TorchScript optimized, torch.compile for FP32; compiled for pt2e int8) and the table compares the
+best FP32 form with the best int8 form. Not a DVC stage: its figures belong to the machine and the moment, and
+are printed, not cached.
 """
 
 import tempfile
@@ -11,48 +12,54 @@ from pathlib import Path
 
 import torch
 import typer
+from torch import nn
 
-from pipeline.latency import best_of, compiled_forms, example_batch, save_deployable, time_calls
+from pipeline.latency import best_forms, best_of, compiled, time_forms
 from pipeline.models import build
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.quantize import quantize_dynamic, quantize_static, static_qconfig, use_engine
 
-ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
-
-
-def best_forms(model, images, sizes, warmup, repeats, workdir: Path) -> dict:
-    """The fastest form of `model` at each batch size: {"batch_N": {"form", "median_ms", "p90_ms"}}."""
-    save_deployable(model, workdir / "model.ts")
-    forms = compiled_forms(model, workdir / "model.ts")
-    return best_of(
-        {
-            form: {f"batch_{n}": time_calls(runnable, example_batch(images, n), warmup, repeats) for n in sizes}
-            for form, runnable in forms.items()
-        }
-    )
+# The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
+ENGINES = ("x86", "onednn")
 
 
 def cell(entry: dict) -> str:
     return f"{entry['median_ms']:.3f} {entry['form']}"
 
 
+def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2e: bool):
+    """(backend label, {"dynamic": model, "static": model}, is_exported) for each eager engine, then pt2e."""
+    for engine in engines:
+        use_engine(engine)
+        static = quantize_static(fp32, static_qconfig("minmax", False, engine), images, 4, fused=True)
+        yield f"eager {engine}", {"dynamic": quantize_dynamic(fp32), "static": static}, False
+    if pt2e:
+        from pipeline import pt2e as torchao_flow
+
+        static = torchao_flow.quantize_static(fp32, torchao_flow.static_config("minmax", False), images, 4)
+        yield "pt2e", {"dynamic": torchao_flow.quantize_dynamic(fp32), "static": static}, True
+
+
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    engines: list[str] = typer.Option(list(ENGINES), "--engine", help="quantized engines to compare"),
-    repeats: int = typer.Option(100, min=3, help="timed calls per form and batch size"),
+    engines: list[str] = typer.Option(list(ENGINES), "--engine", help="quantized engines of the eager backend"),
+    pt2e: bool = typer.Option(True, help="also the pt2e backend (torchao, compiled by torch.compile)"),
+    repeats: int = typer.Option(
+        100, min=3, help="timed calls per form and batch size (evaluate.max_seconds caps them)"
+    ),
 ) -> None:
-    """Print best FP32 against best int8 latency for the MLP and the CNN on each quantized engine."""
+    """Print best FP32 against best int8 latency for the MLP and the CNN, per backend and quantized engine."""
     params = load_params(params_file)
-    sizes, warmup = params.evaluate.batch_sizes, params.evaluate.warmup
+    timing = params.evaluate.model_copy(update={"repeats": repeats})
     unknown = sorted(set(engines) - set(torch.backends.quantized.supported_engines))
     if unknown:
         raise typer.BadParameter(
             f"{unknown} not supported here; choose from {torch.backends.quantized.supported_engines}"
         )
     torch.set_num_threads(params.evaluate.threads)
-    images = torch.rand(max(sizes), 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(max(timing.batch_sizes), 1, 28, 28, generator=torch.Generator().manual_seed(0))
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, median ms and best form per batch\n")
-    header = ["arch", "engine", "batch", "fp32", "dynamic int8", "static int8", "dynamic x faster", "static x faster"]
+    header = ["arch", "backend", "batch", "fp32", "dynamic int8", "static int8", "dynamic x faster", "static x faster"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     with tempfile.TemporaryDirectory() as workdir:
         for arch in (
@@ -61,15 +68,12 @@ def command(
         ):
             torch.manual_seed(params.seed)
             fp32 = build(arch).eval()
-            fp32_best = best_forms(fp32, images, sizes, warmup, repeats, Path(workdir))
-            for engine in engines:
-                use_engine(engine)
-                variants = {
-                    "dynamic": quantize_dynamic(fp32),
-                    "static": quantize_static(fp32, static_qconfig("minmax", False, engine), images, 4, fused=True),
-                }
+            fp32_best = best_forms(fp32, "fp32", images, timing, Path(workdir))
+            for backend, variants, exported in int8_variants(fp32, images, engines, pt2e):
                 best = {
-                    name: best_forms(model, images, sizes, warmup, repeats, Path(workdir))
+                    name: best_of(time_forms({"compiled": compiled(model)}, images, timing))
+                    if exported
+                    else best_forms(model, "int8", images, timing, Path(workdir))
                     for name, model in variants.items()
                 }
                 for key in fp32_best:
@@ -78,7 +82,7 @@ def command(
                     ]
                     row = [
                         arch["name"],
-                        engine,
+                        backend,
                         key.removeprefix("batch_"),
                         cell(fp32_best[key]),
                         cell(best["dynamic"][key]),

@@ -9,6 +9,8 @@ Ratios compare best FP32 with best int8. Writes reports/metrics.json and the plo
 """
 
 import platform
+import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -16,25 +18,30 @@ import typer
 from torch import nn
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, read_model
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, model_file, read_model
 from pipeline.fidelity import logits, score
-from pipeline.latency import best_of, compiled_forms, cpu_flags, example_batch, load_deployable, time_calls
+from pipeline.latency import (
+    best_forms,
+    best_of,
+    compiled,
+    compiled_forms,
+    cpu_flags,
+    example_batch,
+    load_deployable,
+    time_calls,
+    time_forms,
+)
 from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.quantize import quantize_static, static_qconfig, use_engine
 
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}
 METRICS_FILE = Path("reports/metrics.json")
 PLOTS_DIR = Path("reports/plots")
 
 
-def measure_latency(model: nn.Module, path: Path, images: torch.Tensor, settings: EvaluateParams) -> dict:
-    forms = {
-        form: {
-            f"batch_{size}": time_calls(runnable, example_batch(images, size), settings.warmup, settings.repeats)
-            for size in settings.batch_sizes
-        }
-        for form, runnable in compiled_forms(model, deployable_path(path)).items()
-    }
+def measure_latency(model: nn.Module, path: Path, kind: str, images: torch.Tensor, settings: EvaluateParams) -> dict:
+    forms = time_forms(compiled_forms(model, deployable_path(path), kind), images, settings)
     best = best_of(forms)
     return {
         "latency_ms": {key: entry["median_ms"] for key, entry in best.items()},
@@ -50,10 +57,34 @@ def measure_latency(model: nn.Module, path: Path, images: torch.Tensor, settings
 def measure_size(model: nn.Module, path: Path) -> dict:
     floor, deployed = floor_bytes(model.state_dict()), deployable_path(path).stat().st_size
     return {
-        "size_bytes": path.stat().st_size,
+        "size_bytes": model_file(path).stat().st_size,
         "deploy_size_bytes": deployed,
         "floor_bytes": floor,
         "deploy_floor_ratio": round(deployed / floor, 4),
+    }
+
+
+def fusion_effect(
+    fp32: nn.Module, recipe: dict, calibration: torch.Tensor, batches: int, images: torch.Tensor, settings
+) -> dict | str:
+    """The static recipe timed fused and unfused, best form each, in the same run: what layer fusion buys."""
+    if recipe.get("backend") == "pt2e":
+        return "not measured: the pt2e backend leaves fusion to torch.compile, which always fuses"
+    use_engine(recipe["engine"])
+    qconfig = static_qconfig(
+        recipe["observer"], recipe["per_channel"], recipe["engine"], recipe["symmetric_activations"]
+    )
+    best = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for fused in (True, False):
+            int8 = quantize_static(fp32, qconfig, calibration, batches, fused, recipe["skip_layers"])
+            best[fused] = best_forms(int8, "int8", images, settings, Path(workdir))
+    return {
+        "fused_ms": {key: entry["median_ms"] for key, entry in best[True].items()},
+        "unfused_ms": {key: entry["median_ms"] for key, entry in best[False].items()},
+        "unfused_vs_fused": {
+            key: round(best[False][key]["median_ms"] / entry["median_ms"], 4) for key, entry in best[True].items()
+        },
     }
 
 
@@ -70,10 +101,12 @@ def against(baseline: dict, variant: dict) -> dict:
     }
 
 
-def environment(threads: int) -> dict:
+def environment(threads: int, backend: str) -> dict:
     return {
+        "backend": backend,
         "torch": torch.__version__,
-        "quantized_engine": torch.backends.quantized.engine,
+        "torchao": version("torchao") if backend == "pt2e" else "not used",
+        "quantized_engine": torch.backends.quantized.engine if backend == "eager" else "none (Inductor's oneDNN)",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": " ".join(cpu_flags()),
         "processor": platform.machine(),
@@ -90,7 +123,11 @@ def cuda_latency(model: nn.Module, images: torch.Tensor, settings: EvaluateParam
     for size in settings.batch_sizes:
         batch = example_batch(images, size).to("cuda")
         timings[f"batch_{size}"] = time_calls(
-            lambda x: (model(x), torch.cuda.synchronize()), batch, settings.warmup, settings.repeats
+            lambda x: (model(x), torch.cuda.synchronize()),
+            batch,
+            settings.warmup,
+            settings.repeats,
+            settings.max_seconds,
         )
     return {"latency_ms": {key: t["median_ms"] for key, t in timings.items()}, "device": torch.cuda.get_device_name()}
 
@@ -117,26 +154,35 @@ def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding test.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding test.pt and calib.pt"),
     metrics_out: Path = typer.Option(METRICS_FILE, "--metrics", help="metrics JSON to write"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder for the plot data"),
 ) -> None:
     """Measure accuracy, size and latency of the FP32 model and every int8 variant."""
-    settings = load_params(params_file).evaluate
+    params = load_params(params_file)
+    settings = params.evaluate
     images, labels = load_split(data_dir / "test.pt")
+    calibration, _ = load_split(data_dir / "calib.pt")
     loaded = {name: read_model(path) for name, path in VARIANTS.items()}  # every file is checked before timing
     models = {name: model for name, (model, _) in loaded.items()}
+    kinds = {name: info["kind"] for name, (_, info) in loaded.items()}
+    recipes = {name: loaded[name][1]["recipe"] for name in INT8_MODELS}
     for path in VARIANTS.values():
-        load_deployable(deployable_path(path))
+        if deployable_path(path).suffix == ".ts":
+            load_deployable(deployable_path(path))
     torch.set_num_threads(settings.threads)
-    outputs = {name: logits(model, images) for name, model in models.items()}
+    # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
+    outputs = {
+        name: logits(compiled(model) if model_file(VARIANTS[name]).suffix == ".pt2" else model, images)
+        for name, model in models.items()
+    }
     results = {}
     for name, model in models.items():
         reference = None if name == "fp32" else outputs["fp32"]
         results[name] = {
             **score(outputs[name], labels, reference),
             **measure_size(model, VARIANTS[name]),
-            **measure_latency(model, VARIANTS[name], images, settings),
+            **measure_latency(model, VARIANTS[name], kinds[name], images, settings),
         }
         typer.echo(
             f"{name:8} accuracy {results[name]['accuracy']:.4f}  deploy {results[name]['deploy_size_bytes']:,} B  "
@@ -147,9 +193,12 @@ def command(
         )
     for name in INT8_MODELS:
         results[name]["vs_fp32"] = against(results["fp32"], results[name])
-        if "skip_layers" in (recipe := loaded[name][1]["recipe"]):
-            kept = recipe["skip_layers"]
+        if "skip_layers" in recipes[name]:
+            kept = recipes[name]["skip_layers"]
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
+    results["static"]["fusion"] = fusion_effect(
+        models["fp32"], recipes["static"], calibration, params.calibration.batches, images, settings
+    )
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)
     save_json(
@@ -157,7 +206,7 @@ def command(
             **results,
             "best_int8": best_int8,
             "fp32_cuda": cuda_latency(models["fp32"], images, settings),
-            "environment": environment(settings.threads),
+            "environment": environment(settings.threads, recipes["static"].get("backend", "eager")),
         },
         metrics_out,
     )

@@ -5,6 +5,7 @@ models; a traced, frozen TorchScript graph removes most of it. So FP32 and int8 
 and the fair comparison is best FP32 against best int8, on the same machine in the same run.
 """
 
+import math
 import statistics
 import time
 import warnings
@@ -15,6 +16,7 @@ from torch import nn
 
 from pipeline.artifacts import atomic_path, first_line
 from pipeline.errors import PipelineError
+from pipeline.params import EvaluateParams
 from pipeline.prepare import IMAGE_SIDE
 
 EXAMPLE_INPUT = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
@@ -41,28 +43,66 @@ def load_deployable(path: Path) -> torch.jit.ScriptModule:
         raise PipelineError(f"{path}: not a readable TorchScript file ({first_line(error)})") from None
 
 
-def compiled_forms(model: nn.Module, deployable: Path) -> dict[str, nn.Module]:
-    """Every form worth timing: eager, the frozen TorchScript file, and that file optimized for inference."""
+def compiled_forms(model: nn.Module, deployable: Path, kind: str) -> dict[str, nn.Module]:
+    """Every form worth timing.
+
+    An eager model: itself, its frozen TorchScript file, and that file optimized for inference; FP32 also under
+    torch.compile. A torch.export graph (pt2e int8): only its compiled form, since uncompiled it computes its
+    quantize/dequantize pairs in FP32.
+    """
+    if deployable.suffix == ".pt2":
+        return {"compiled": compiled(model)}
     forms = {"eager": model, "torchscript": load_deployable(deployable)}
     try:  # folds and swaps ops for the CPU (e.g. oneDNN convolutions); helps some models, hurts others
         forms["torchscript_optimized"] = torch.jit.optimize_for_inference(load_deployable(deployable))
     except RuntimeError:
         pass  # not every quantized graph supports it; the other forms still stand
+    if kind == "fp32":  # eager int8 modules are opaque to torch.compile, which would only run them as they are
+        forms["compiled"] = compiled(model)
     return forms
 
 
+def compiled(model: nn.Module) -> nn.Module:
+    """The model under torch.compile (Inductor), with weights frozen into the graph as constants. For a pt2e
+    graph, freezing is what lets Inductor fold each dequantize-op-quantize group into one oneDNN int8 op with
+    prepacked weights. Compiling happens at the first call of each batch size (the warm-up calls)."""
+    torch._inductor.config.freezing = True
+    torch._dynamo.reset()  # each model compiles afresh; guards left by an earlier model would force recompiles
+    return torch.compile(model, dynamic=False)
+
+
 @torch.inference_mode()
-def time_calls(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int) -> dict:
-    """Median and 90th percentile of `repeats` timed calls, after `warmup` untimed ones."""
+def time_calls(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int, max_seconds: float = math.inf) -> dict:
+    """Median and 90th percentile of `repeats` timed calls, after `warmup` untimed ones. Timing stops early once
+    the timed calls add up to `max_seconds` (with at least 10 taken), so a slow model does not take minutes."""
     for _ in range(warmup):
         model(batch)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats and (len(times) < 10 or sum(times) < max_seconds):
         start = time.perf_counter()
         model(batch)
         times.append(time.perf_counter() - start)
     p90 = statistics.quantiles(times, n=10)[-1] if len(times) > 1 else times[0]
-    return {"median_ms": round(statistics.median(times) * 1e3, 4), "p90_ms": round(p90 * 1e3, 4)}
+    return {"median_ms": round(statistics.median(times) * 1e3, 4), "p90_ms": round(p90 * 1e3, 4), "calls": len(times)}
+
+
+def time_forms(forms: dict[str, nn.Module], images: torch.Tensor, timing: EvaluateParams) -> dict:
+    """Median and p90 of each form at each batch size: {form: {"batch_N": {"median_ms", "p90_ms"}}}."""
+    return {
+        form: {
+            f"batch_{size}": time_calls(
+                runnable, example_batch(images, size), timing.warmup, timing.repeats, timing.max_seconds
+            )
+            for size in timing.batch_sizes
+        }
+        for form, runnable in forms.items()
+    }
+
+
+def best_forms(model: nn.Module, kind: str, images: torch.Tensor, timing: EvaluateParams, workdir: Path) -> dict:
+    """The fastest form of an eager model not yet saved: {"batch_N": {"form", "median_ms", "p90_ms"}}."""
+    save_deployable(model, workdir / "model.ts")
+    return best_of(time_forms(compiled_forms(model, workdir / "model.ts", kind), images, timing))
 
 
 def example_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:

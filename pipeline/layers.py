@@ -1,4 +1,4 @@
-"""Stage `layers`: inside the static int8 model, layer by layer, with every number recomputed from scratch.
+"""Stage `layers`: inside the static int8 model (torch.ao), layer by layer, every number recomputed from scratch.
 
     python -m pipeline layers
 
@@ -16,10 +16,10 @@ from torch import nn
 
 from pipeline.affine import moving_average, qparams, quantize
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, read_model
+from pipeline.checkpoints import FP32_MODEL, load_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import float_twin
+from pipeline.quantize import float_twin, quantize_static, static_qconfig, use_engine
 
 LAYERS_FILE = Path("reports/plots/layers.json")
 HISTOGRAMS_FILE = Path("reports/plots/weight_histograms.json")
@@ -126,26 +126,29 @@ def histogram_rows(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     fp32_file: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 checkpoint"),
-    int8_file: Path = typer.Option(INT8_MODELS["static"], "--int8", help="the static int8 model to look inside"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
 ) -> None:
     """Recompute every layer's scales, zero points and int8 weights from scratch, and compare with PyTorch's."""
-    batches = load_params(params_file).calibration.batches
+    params = load_params(params_file)
+    settings, engine, batches = params.static, params.engine, params.calibration.batches
     fp32, _ = load_fp32(fp32_file)
-    int8, settings = read_model(int8_file, expect="int8")
-    recipe = settings["recipe"]
-    fused = float_twin(fp32, recipe.get("fused", False))
+    images, _ = load_split(data_dir / "calib.pt")
+    use_engine(engine)
+    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
+    # The static recipe of params.yaml through torch.ao, whichever backend made models/int8_static: its modules
+    # hold every scale and int8 weight as a tensor to compare with.
+    int8 = quantize_static(fp32, qconfig, images, batches, settings.fuse)
+    fused = float_twin(fp32, settings.fuse)
     layers = quantized_layers(int8)
     fused_modules = dict(fused.named_modules())
-    images, _ = load_split(data_dir / "calib.pt")
-    observer = recipe.get("observer")
+    observer = settings.observer
     ranges = {
         name: observed_range(per_batch, observer, observer_calls(fused_modules[name]))
         for name, per_batch in batch_ranges(fused, ["quant", *layers], images, batches).items()
     }
-    q_max = 127 if recipe["engine"] in ("x86", "fbgemm") else 255
+    q_max = 127 if engine in ("x86", "fbgemm") else 255
     recompute = observer in ("minmax", "moving_average_minmax")  # the histogram observer searches; not recomputed
-    symmetric = recipe.get("symmetric_activations", False)
+    symmetric = settings.symmetric_activations
     rows = [{"layer": "quant (input)", **activation_row(ranges["quant"], int8.quant, q_max, recompute, symmetric)}]
     histograms = []
     for name, module in layers.items():

@@ -46,7 +46,13 @@ class TrainParams(Section):
 
 
 class QuantizeParams(Section):
-    engine: Literal["x86", "fbgemm", "qnnpack", "onednn"]
+    backend: Literal["eager", "pt2e"]  # torch.ao eager modules, or torchao on torch.export graphs
+    engine: Literal["auto", "x86", "fbgemm", "qnnpack", "onednn"]  # the eager backend's int8 kernels
+
+
+# The engine `auto` picks, from `make bench` on an AVX2 CPU: x86 ran the MLP's int8 Linear layers fastest (1.6x
+# FP32 at batch 256, onednn 1.0x); onednn ran the CNN's int8 convolutions fastest (2.7x FP32, x86 1.9x).
+AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn"}
 
 
 class StaticParams(Section):
@@ -71,6 +77,7 @@ class EvaluateParams(Section):
     threads: PositiveInt
     warmup: int = Field(ge=0)
     repeats: PositiveInt
+    max_seconds: PositiveFloat  # per form and batch size: timing stops early past it (at least 10 calls)
 
 
 class Params(Section):
@@ -82,6 +89,11 @@ class Params(Section):
     static: StaticParams
     qat: QatParams
     evaluate: EvaluateParams
+
+    @property
+    def engine(self) -> str:
+        """The quantized engine to use: quantize.engine, with `auto` resolved for train.arch."""
+        return AUTO_ENGINE[self.train.arch] if self.quantize.engine == "auto" else self.quantize.engine
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
+from pipeline import quantize
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_variant
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import convert_qat, freeze_qat, prepare_qat, use_engine
+from pipeline.quantize import use_engine
 from pipeline.train import fit
 
 
@@ -19,21 +20,27 @@ def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to start from"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt"),
-    out: Path = typer.Option(INT8_MODELS["qat"], "--out", help="int8 model to write"),
+    out: Path = typer.Option(INT8_MODELS["qat"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fine-tune the FP32 model with fake quantization, then convert it to int8."""
     params = load_params(params_file)
-    engine = params.quantize.engine
+    engine, backend = params.engine, params.quantize.backend
     model, arch = load_fp32(model_file)
     images, labels = load_split(data_dir / "train.pt")
     use_engine(engine)
     torch.set_num_threads(params.train.threads)
     settings = params.qat
-    prepared = prepare_qat(model, engine)
+    if backend == "pt2e":
+        from pipeline import pt2e as flow  # torchao takes seconds to import: only where it is used
+
+        prepared = flow.prepare_qat(model)
+    else:
+        flow = quantize
+        prepared = flow.prepare_qat(model, engine)
 
     def freeze_when_due(epoch: int) -> None:
         if epoch == settings.freeze_after:
-            freeze_qat(prepared)
+            flow.freeze_qat(prepared)
             typer.echo(f"observers and BN statistics frozen after epoch {epoch}")
 
     # No test split here: evaluating would also feed the fake-quant observers, which stay on in eval mode.
@@ -48,5 +55,11 @@ def command(
         schedule=settings.lr_schedule,
         after_epoch=freeze_when_due,
     )
-    recipe = {"method": "qat", "engine": engine, "fused": True, "freeze_after": settings.freeze_after}
-    save_int8(convert_qat(prepared), arch, recipe, out)
+    recipe = {
+        "method": "qat",
+        "backend": backend,
+        "engine": engine,
+        "fused": True,
+        "freeze_after": settings.freeze_after,
+    }
+    save_variant(flow.convert_qat(prepared), arch, recipe, out)

@@ -56,13 +56,23 @@ def summary_markdown(metrics: dict) -> str:
     lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
+    backend = "eager (torch.ao)" if env["backend"] == "eager" else f"pt2e (torchao {env['torchao']})"
     machine = (
+        f"int8 backend {backend}. "
         f"Measured with torch {env['torch']}, quantized engine {env['quantized_engine']}, CPU capability "
         f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
         f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
         f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."
     )
-    return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + "\n"
+    return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + fusion_line(metrics) + "\n"
+
+
+def fusion_line(metrics: dict) -> str:
+    fusion = metrics["static"].get("fusion")
+    if not isinstance(fusion, dict):
+        return f" Layer fusion: {fusion}." if fusion else ""
+    ratios = ", ".join(f"{ratio:.2f}x at {key.replace('_', ' ')}" for key, ratio in fusion["unfused_vs_fused"].items())
+    return f" Layer fusion: static int8 unfused takes {ratios} the time of fused."
 
 
 def command(

@@ -101,7 +101,7 @@ def command(
 ) -> None:
     """Rank the layers by the accuracy they lose in int8."""
     params = load_params(params_file)
-    settings, engine = params.static, params.quantize.engine
+    settings, engine = params.static, params.engine
     model, _ = load_fp32(model_file)
     calibration, _ = load_split(data_dir / "calib.pt")
     images, labels = load_split(data_dir / "test.pt")

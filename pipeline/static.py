@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_int8
+from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_variant
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
@@ -19,11 +19,11 @@ def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
-    out: Path = typer.Option(INT8_MODELS["static"], "--out", help="int8 model to write"),
+    out: Path = typer.Option(INT8_MODELS["static"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fuse, calibrate and convert the FP32 model to static int8."""
     params = load_params(params_file)
-    settings, engine = params.static, params.quantize.engine
+    settings, engine, backend = params.static, params.engine, params.quantize.backend
     model, arch = load_fp32(model_file)
     images, labels = load_split(data_dir / "calib.pt")
     use_engine(engine)
@@ -39,14 +39,24 @@ def command(
             model, qconfig, images, labels, batches, settings.fuse, skip_layers, settings.max_accuracy_drop
         )
         typer.echo(f"kept in FP32 to lose at most {settings.max_accuracy_drop} points: {skip_layers or 'none'}")
-    int8 = quantize_static(model, qconfig, images, batches, settings.fuse, skip_layers)
+    if backend == "pt2e":
+        from pipeline import pt2e
+
+        config = pt2e.static_config(settings.observer, settings.symmetric_activations)
+        int8 = pt2e.quantize_static(model, config, images, batches, skip_layers)
+        # Inductor fuses every op with its quantize/dequantize pair and runs only per-channel int8 weights.
+        fused, per_channel = True, True
+    else:
+        int8 = quantize_static(model, qconfig, images, batches, settings.fuse, skip_layers)
+        fused, per_channel = settings.fuse, settings.per_channel
     recipe = {
         "method": "static",
+        "backend": backend,
         "engine": engine,
-        "fused": settings.fuse,
+        "fused": fused,
         "observer": settings.observer,
-        "per_channel": settings.per_channel,
+        "per_channel": per_channel,
         "symmetric_activations": settings.symmetric_activations,
         "skip_layers": skip_layers,
     }
-    save_int8(int8, arch, recipe, out)
+    save_variant(int8, arch, recipe, out)

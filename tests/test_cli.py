@@ -91,24 +91,26 @@ def test_misspelt_key(trained, tmp_path, monkeypatch):
 @pytest.mark.parametrize("stage", ["dynamic", "static", "qat"])
 def test_quantizers_refuse_an_int8_model_as_input(trained, tmp_path, monkeypatch, stage):
     monkeypatch.chdir(trained)
-    result = run(stage, "--model", "models/int8_static.pt", "--out", str(tmp_path / "out.pt"))
-    assert_clean_failure(result, "models/int8_static.pt: is an int8 static model, but an fp32 model is needed here")
-    assert not (tmp_path / "out.pt").exists()
+    result = run(stage, "--model", "models/int8_static/model.pt", "--out", str(tmp_path / "out"))
+    assert_clean_failure(
+        result, "models/int8_static/model.pt: is an int8 static model, but an fp32 model is needed here"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_truncated_model_file(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     cut = tmp_path / "cut.pt"
     cut.write_bytes((trained / "models/fp32.pt").read_bytes()[:5000])
-    assert_clean_failure(run("dynamic", "--model", str(cut), "--out", str(tmp_path / "out.pt")), "truncated or corrupt")
-    assert not (tmp_path / "out.pt").exists()
+    assert_clean_failure(run("dynamic", "--model", str(cut), "--out", str(tmp_path / "out")), "truncated or corrupt")
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_file_that_would_run_code_is_refused(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     marker = tmp_path / "code-ran"
     torch.save({"kind": "fp32", "payload": Exploit(str(marker))}, tmp_path / "evil.pt")
-    result = run("static", "--model", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "out.pt"))
+    result = run("static", "--model", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "out"))
     assert_clean_failure(result, "refused to load: it needs full unpickling")
     assert not marker.exists()
 

@@ -1,6 +1,7 @@
 """Evaluation: timing output that is sane, fidelity measures against hand computations, deployable twins."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -16,7 +17,16 @@ from tests.test_cli import run
 def test_timing_on_a_tiny_model_is_sane():
     model = torch.nn.Linear(4, 2)
     timing = time_calls(model, torch.rand(3, 4), warmup=1, repeats=5)
-    assert 0 < timing["median_ms"] <= timing["p90_ms"]
+    assert 0 < timing["median_ms"] <= timing["p90_ms"] and timing["calls"] == 5
+
+
+def test_timing_stops_at_its_time_budget_after_ten_calls():
+    def slow(batch):
+        time.sleep(0.005)
+        return batch
+
+    assert time_calls(slow, torch.rand(1), warmup=0, repeats=100, max_seconds=0.02)["calls"] == 10
+    assert time_calls(slow, torch.rand(1), warmup=0, repeats=12, max_seconds=10)["calls"] == 12
 
 
 def test_best_form_is_the_fastest_per_batch_size():
@@ -38,7 +48,7 @@ def test_sqnr_and_confusion_by_hand():
 
 
 def test_floor_counts_int8_weights_float_biases_and_scales(trained):
-    model = load_model(trained / "models/int8_static.pt")
+    model = load_model(trained / "models/int8_static/model.pt")
     linears = [module for module in model.modules() if hasattr(module, "weight") and callable(module.weight)]
     expected = (
         sum(m.weight().numel() + 4 * m.bias().numel() + 4 + 4 for m in linears) + 4
@@ -49,9 +59,10 @@ def test_floor_counts_int8_weights_float_biases_and_scales(trained):
 @pytest.mark.parametrize("name", ["fp32", "int8_dynamic", "int8_static", "int8_qat"])
 def test_every_form_computes_what_the_model_computes(trained, name):
     images, _ = load_split(trained / "data/prepared/test.pt")
-    model = load_model(trained / f"models/{name}.pt")
-    forms = compiled_forms(model, deployable_path(trained / f"models/{name}.pt"))
-    assert {"eager", "torchscript"} <= forms.keys()
+    location = trained / ("models/fp32.pt" if name == "fp32" else f"models/{name}")
+    model = load_model(location)
+    forms = compiled_forms(model, deployable_path(location), "fp32" if name == "fp32" else "int8")
+    assert {"eager", "torchscript"} <= forms.keys() and ("compiled" in forms) == (name == "fp32")
     with torch.inference_mode():
         expected = model(images)
         for form, runnable in forms.items():
@@ -76,9 +87,9 @@ def test_metrics_name_both_sides_and_every_form(trained, tmp_path, monkeypatch):
 
 def test_missing_deployable_twin(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(__import__("shutil").copytree(trained, tmp_path / "copy"))
-    (tmp_path / "copy/models/int8_static.ts").unlink()
+    (tmp_path / "copy/models/int8_static/model.ts").unlink()
     result = run("evaluate")
-    assert result.exit_code == 1 and "models/int8_static.ts: file not found" in result.output
+    assert result.exit_code == 1 and "models/int8_static/model.ts: file not found" in result.output
 
 
 def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
@@ -87,7 +98,7 @@ def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
     result = run("bench", "--engine", "x86", "--repeats", "3")
     assert result.exit_code == 0, result.output
     table = result.output.split("\n\n")[-1].strip().splitlines()[2:]
-    assert len(table) == 2 * 1 * 2  # mlp and cnn, one engine, batch sizes 1 and 16
+    assert len(table) == 2 * 2 * 2  # mlp and cnn; eager x86 and pt2e; batch sizes 1 and 16
     for line in table:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert float(cells[3].split()[0]) > 0 and float(cells[6]) > 0 and float(cells[7]) > 0

@@ -32,7 +32,7 @@ def same(a, b) -> bool:
 def state_dicts(work):
     return {
         path: torch.load(work / path, weights_only=True)["state_dict"]
-        for path in ["models/fp32.pt", *map(str, INT8_MODELS.values())]
+        for path in ["models/fp32.pt", *(f"{folder}/model.pt" for folder in INT8_MODELS.values())]
     }
 
 
@@ -55,9 +55,9 @@ def test_checkpoint_whose_weights_do_not_fit_its_architecture(trained, tmp_path,
     checkpoint = torch.load(trained / "models/fp32.pt", weights_only=True)
     checkpoint["arch"] = {"name": "mlp", "hidden": [64, 64]}
     torch.save(checkpoint, tmp_path / "other.pt")
-    result = run("static", "--model", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out.pt"))
+    result = run("static", "--model", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out"))
     assert_clean_failure(result, "weights do not fit the model {'name': 'mlp', 'hidden': [64, 64]}")
-    assert not (tmp_path / "out.pt").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_empty_calibration_set_overwrites_nothing(trained, tmp_path, monkeypatch):
@@ -67,6 +67,6 @@ def test_empty_calibration_set_overwrites_nothing(trained, tmp_path, monkeypatch
         {"images": torch.zeros(0, 28, 28, dtype=torch.uint8), "labels": torch.zeros(0, dtype=torch.long)},
         work / "data/prepared/calib.pt",
     )
-    before = (work / "models/int8_static.pt").read_bytes()
+    before = (work / "models/int8_static/model.pt").read_bytes()
     assert_clean_failure(run("static"), "data/prepared/calib.pt: 0 images and 0 labels; expected equal and non-zero")
-    assert (work / "models/int8_static.pt").read_bytes() == before
+    assert (work / "models/int8_static/model.pt").read_bytes() == before

@@ -72,6 +72,6 @@ def test_more_calibration_batches_than_images(trained, tmp_path, monkeypatch):
     work = shutil.copytree(trained, tmp_path / "work")
     monkeypatch.chdir(work)
     write_params(work / "params.yaml", tiny_params(tmp_path, **{"calibration.batches": 1000}))
-    before = (work / "models/int8_static.pt").read_bytes()
+    before = (work / "models/int8_static/model.pt").read_bytes()
     assert_clean_failure(run("static"), "calibration.batches: 1000 batches cannot be made of 100 calibration images")
-    assert (work / "models/int8_static.pt").read_bytes() == before
+    assert (work / "models/int8_static/model.pt").read_bytes() == before

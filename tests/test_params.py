@@ -35,7 +35,12 @@ def edited(tmp_path, old: str, new: str):
             "observer: entropy",
             "static.observer: Input should be 'minmax', 'moving_average_minmax' or 'histogram'",
         ),
-        ("engine: x86", "engine: tpu", "quantize.engine: Input should be 'x86', 'fbgemm', 'qnnpack' or 'onednn'"),
+        (
+            "engine: auto",
+            "engine: tpu",
+            "quantize.engine: Input should be 'auto', 'x86', 'fbgemm', 'qnnpack' or 'onednn'",
+        ),
+        ("backend: eager", "backend: fx", "quantize.backend: Input should be 'eager' or 'pt2e'"),
         ("calibration:", "calibraton:", "unknown key 'calibraton'"),
         ("  lr: 0.001", "  lr: [0.001", "not valid YAML"),
     ],
@@ -55,3 +60,12 @@ def test_exponent_floats_read_as_dvc_reads_them(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(PipelineError, match="cannot read"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "arch, engine, resolved", [("mlp", "auto", "x86"), ("cnn", "auto", "onednn"), ("cnn", "fbgemm", "fbgemm")]
+)
+def test_auto_engine_follows_the_architecture(tmp_path, arch, engine, resolved):
+    path = edited(tmp_path, "  arch: mlp", f"  arch: {arch}")
+    path.write_text(path.read_text().replace("  engine: auto", f"  engine: {engine}", 1))
+    assert load_params(path).engine == resolved

@@ -146,3 +146,21 @@ def test_experiment_reruns_only_what_the_param_touches(repo):
     changed = diff["reports/metrics.json"]
     assert "fp32.accuracy" not in changed or changed["fp32.accuracy"]["diff"] == 0
     assert "static.accuracy" in sh("dvc", "exp", "show", "--md", "--no-pager", cwd=repo)
+
+
+def test_pt2e_backend_runs_every_variant(repo):
+    """`-S quantize.backend=pt2e` re-runs the three conversions and evaluation; the same metrics, compiled int8."""
+    baseline = json.loads((repo / "reports/metrics.json").read_text())
+    log = sh("dvc", "exp", "run", "-S", "quantize.backend=pt2e", cwd=repo)
+    ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+    assert ran == {"dynamic", "static", "qat", "evaluate", "report"}
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["environment"]["backend"] == "pt2e"
+    for variant in ("dynamic", "static", "qat"):
+        assert (repo / f"models/int8_{variant}/model.pt2").is_file()
+        assert not (repo / f"models/int8_{variant}/model.pt").exists()
+        entry = metrics[variant]
+        assert set(entry["best_form"].values()) == {"compiled"} and min(entry["latency_ms"].values()) > 0
+        assert abs(entry["accuracy"] - baseline[variant]["accuracy"]) <= 0.03  # 200 test images: 6 of them
+    assert metrics["static"]["fusion"].startswith("not measured")
+    assert baseline["static"]["fusion"]["unfused_vs_fused"]["batch_1"] > 0

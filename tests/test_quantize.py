@@ -23,7 +23,7 @@ def test_fp32_model_learns(trained, data):
 @pytest.mark.parametrize("method", ["dynamic", "static", "qat"])
 def test_int8_agrees_with_fp32(trained, data, method):
     fp32 = load_model(trained / "models/fp32.pt")
-    int8 = load_model(trained / f"models/int8_{method}.pt")
+    int8 = load_model(trained / f"models/int8_{method}")
     images, labels = data[1]
     agreement = (predict(fp32, images) == predict(int8, images)).float().mean().item()
     assert agreement > 0.9

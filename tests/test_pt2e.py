@@ -1,0 +1,130 @@
+"""The torchao backend: int8 graphs that agree with the eager backend, save and load whole, and compile."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipeline import pt2e
+from pipeline.checkpoints import floor_bytes, read_model, save_variant
+from pipeline.latency import compiled
+from pipeline.models import CNN, accuracy, predict
+from pipeline.prepare import load_split
+from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.train import fit
+from tests.conftest import ROOT
+
+RECIPE = {"method": "static", "backend": "pt2e", "engine": "x86"}
+
+
+@pytest.fixture(scope="module")
+def data(trained):
+    return load_split(trained / "data/prepared/calib.pt"), load_split(trained / "data/prepared/test.pt")
+
+
+@pytest.fixture(scope="module")
+def fp32(trained):
+    return read_model(trained / "models/fp32.pt", expect="fp32")
+
+
+def int8_weights(state_dict: dict) -> int:
+    return sum(1 for value in state_dict.values() if value.dtype == torch.int8)
+
+
+@pytest.mark.parametrize("observer", ["minmax", "histogram"])
+def test_static_agrees_with_the_eager_backend(fp32, data, observer):
+    (calibration, _), (images, labels) = data
+    model = fp32[0]
+    use_engine("onednn")  # full 8-bit activations, as the pt2e config uses
+    eager = quantize_static(model, static_qconfig(observer, True, "onednn"), calibration, 2, fused=True)
+    graph = pt2e.quantize_static(model, pt2e.static_config(observer, False), calibration, 2)
+    agreement = (predict(eager, images) == predict(graph, images)).float().mean().item()
+    assert agreement >= 0.97
+    assert abs(accuracy(eager, images, labels) - accuracy(graph, images, labels)) <= 0.02
+
+
+def test_compiled_graph_computes_what_the_graph_computes(fp32, data):
+    (calibration, _), (images, _) = data
+    graph = pt2e.quantize_static(fp32[0], pt2e.static_config("minmax", False), calibration, 2)
+    with torch.inference_mode():
+        expected, got = graph(images), compiled(graph)(images)
+    # int8 kernels round once per op where the graph rounds through FP32: a quantization step, not more.
+    assert (expected.argmax(1) == got.argmax(1)).float().mean().item() >= 0.99
+    assert (expected - got).abs().max().item() < 0.1 * expected.abs().max().item()
+
+
+def test_saved_archive_loads_whole(fp32, data, tmp_path):
+    (calibration, _), (images, _) = data
+    model, info = fp32
+    graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
+    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static")
+    loaded, settings = read_model(tmp_path / "int8_static", expect="int8")
+    assert settings == {"kind": "int8", "arch": info["arch"], "recipe": RECIPE}
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(images), graph(images))
+    # Four Linear layers: int8 weights, FP32 per-channel scales and biases; the FP32 weights are gone.
+    widths = [784, *info["arch"]["hidden"], 10]
+    expected = sum(i * o + 4 * o + 4 * o for i, o in zip(widths, widths[1:]))
+    assert int8_weights(loaded.state_dict()) == 4 and floor_bytes(loaded.state_dict()) == expected
+
+
+def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):
+    """A fresh process that reads a pt2e file also gets torchao's Inductor passes; without them torch.compile
+    would run the graph's quantize/dequantize pairs in FP32."""
+    (calibration, _), _ = data
+    model, info = fp32
+    graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
+    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static")
+    code = (
+        "import sys; from pathlib import Path; import torch._inductor.config as config; "
+        "from pipeline.checkpoints import read_model; read_model(Path(sys.argv[1])); "
+        "print(type(config.pre_grad_custom_pass).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "int8_static")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "QuantLiftUp", result.stderr
+
+
+def test_skip_layers_stay_float(fp32, data):
+    (calibration, _), _ = data
+    config = pt2e.static_config("minmax", False)
+    assert int8_weights(pt2e.quantize_static(fp32[0], config, calibration, 2, ["layers.2"]).state_dict()) == 3
+    with pytest.raises(Exception, match=r"unknown layer\(s\) \['layers.1'\]; the quantizable layers are \['layers.0'"):
+        pt2e.quantize_static(fp32[0], config, calibration, 2, ["layers.1"])
+
+
+def test_dynamic_quantizes_every_linear(fp32, data):
+    _, (images, labels) = data
+    model = fp32[0]
+    int8 = pt2e.quantize_dynamic(model)
+    assert abs(accuracy(int8, images, labels) - accuracy(model, images, labels)) <= 0.02
+    assert all(type(layer.weight).__name__ == "Int8Tensor" for layer in int8.layers if hasattr(layer, "weight"))
+
+
+def test_qat_on_a_cnn_folds_bn_and_freezes_it(trained):
+    images, labels = load_split(trained / "data/prepared/train.pt")
+    torch.manual_seed(0)
+    model = CNN([4, 8])
+    fit(model, images, labels, epochs=1, batch_size=32, lr=0.01, seed=0)
+    prepared = pt2e.prepare_qat(model)
+
+    def bn_training(graph) -> list[bool]:
+        return [node.args[5] for node in graph.graph.nodes if "batch_norm" in str(node.target)]
+
+    assert bn_training(prepared) == [True, True]  # exported in training mode: batch statistics
+    fit(
+        prepared,
+        images,
+        labels,
+        epochs=2,
+        batch_size=32,
+        lr=0.001,
+        seed=0,
+        after_epoch=lambda epoch: pt2e.freeze_qat(prepared),
+    )
+    assert bn_training(prepared) == [False, False]  # frozen: running statistics, though fit() called train()
+    int8 = pt2e.convert_qat(prepared)
+    assert int8_weights(int8.state_dict()) == 3  # two convolutions (BN folded in) and the classifier
+    assert accuracy(int8, images, labels) >= accuracy(model.eval(), images, labels) - 0.05
