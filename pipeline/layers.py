@@ -19,7 +19,7 @@ from pipeline.artifacts import save_json
 from pipeline.checkpoints import FP32_MODEL, load_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import float_twin, quantize_static, static_qconfig, use_engine
+from pipeline.quantize import float_twin, quantize_static, recipe_qconfig, use_engine
 
 LAYERS_FILE = Path("reports/plots/layers.json")
 HISTOGRAMS_FILE = Path("reports/plots/weight_histograms.json")
@@ -134,7 +134,7 @@ def command(
     fp32, _ = load_fp32(fp32_file)
     images, _ = load_split(data_dir / "calib.pt")
     use_engine(engine)
-    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
+    qconfig = recipe_qconfig(params)
     # The static recipe of params.yaml through torch.ao, whichever backend made models/int8_static: its modules
     # hold every scale and int8 weight as a tensor to compare with.
     int8 = quantize_static(fp32, qconfig, images, batches, settings.fuse)

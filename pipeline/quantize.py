@@ -13,6 +13,7 @@ from torch.ao import quantization as tq
 
 from pipeline.errors import PipelineError
 from pipeline.models import build
+from pipeline.params import Params
 
 ACTIVATION_OBSERVERS = {
     "minmax": tq.MinMaxObserver,
@@ -46,6 +47,12 @@ def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_acti
     else:
         weight = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     return tq.QConfig(activation=activation, weight=weight)
+
+
+def recipe_qconfig(params: Params) -> tq.QConfig:
+    """The qconfig of params.yaml's static recipe, for the engine params.yaml resolves to."""
+    recipe = params.static
+    return static_qconfig(recipe.observer, recipe.per_channel, params.engine, recipe.symmetric_activations)
 
 
 def fuse(model: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ from pipeline.layers import float_weight
 from pipeline.models import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import float_twin, quantizable_layers, quantize_only, quantize_static, static_qconfig, use_engine
+from pipeline.quantize import float_twin, quantizable_layers, quantize_only, quantize_static, recipe_qconfig, use_engine
 
 SENSITIVITY_FILE = Path("reports/plots/sensitivity.json")
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
@@ -101,13 +101,14 @@ def command(
 ) -> None:
     """Rank the layers by the accuracy they lose in int8."""
     params = load_params(params_file)
-    settings, engine = params.static, params.engine
     model, _ = load_fp32(model_file)
     calibration, _ = load_split(data_dir / "calib.pt")
     images, labels = load_split(data_dir / "test.pt")
-    use_engine(engine)
-    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
-    rows = layer_sensitivity(model, qconfig, calibration, params.calibration.batches, settings.fuse, images, labels)
+    use_engine(params.engine)
+    qconfig = recipe_qconfig(params)
+    rows = layer_sensitivity(
+        model, qconfig, calibration, params.calibration.batches, params.static.fuse, images, labels
+    )
     save_json(rows, out)
     for row in rows:
         typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))

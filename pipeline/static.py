@@ -11,7 +11,7 @@ from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_varian
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.quantize import quantize_static, recipe_qconfig, use_engine
 from pipeline.sensitivity import fewest_float_layers
 
 
@@ -32,7 +32,7 @@ def command(
         raise PipelineError(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
-    qconfig = static_qconfig(settings.observer, settings.per_channel, engine, settings.symmetric_activations)
+    qconfig = recipe_qconfig(params)
     skip_layers = list(settings.skip_layers)
     if settings.max_accuracy_drop is not None:
         skip_layers = fewest_float_layers(
