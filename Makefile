@@ -9,9 +9,9 @@ RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 # `make sweep`: one DVC experiment per combination of these settings, JOBS at a time.
 # For example: make sweep SWEEP="-S train.arch=mlp,cnn -S static.observer=minmax,histogram" JOBS=4
-SWEEP ?= -S static.observer=minmax,histogram -S static.per_channel=false,true -S static.fuse=true,false
+SWEEP ?= -S static.observer=minmax,histogram -S quantize.per_channel=false,true -S static.fuse=true,false
 JOBS ?= 2
-SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|per_channel|fuse)$$|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
+SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|fuse)$$|quantize\.per_channel|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
 SWEEP_PLOTS := "Accuracy vs size" "Latency at each batch size"
 
 .PHONY: repro test data sweep bench

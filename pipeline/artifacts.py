@@ -5,6 +5,7 @@ into place only once fully written, so an interrupted stage never leaves a file 
 are read with `weights_only=True`, so loading one never runs code from it.
 """
 
+import io
 import json
 import os
 import pickle
@@ -43,6 +44,18 @@ def atomic_dir(path: Path):
         except BaseException:
             shutil.rmtree(temporary)
             raise
+
+
+def copy_zip(archive: io.BytesIO, path: Path, keep=lambda name: True, deflate=lambda name: False) -> None:
+    """Copy the records of a zip archive (torch's file formats are zips) to `path`: only those `keep` accepts,
+    compressed where `deflate` says so, the rest with their own compression."""
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(path, "w") as target:
+        for record in source.infolist():
+            if keep(record.filename):
+                data = source.read(record)
+                if deflate(record.filename):
+                    record.compress_type = zipfile.ZIP_DEFLATED
+                target.writestr(record, data)
 
 
 def save_torch(obj, path: Path) -> None:

@@ -2,11 +2,12 @@
 
 Speed does not depend on what the weights are, so each architecture of params.yaml is built fresh (seeded) and
 calibrated on random images: the bench needs no trained model. Every model is timed in every form (eager,
-TorchScript, TorchScript optimized, torch.compile for FP32; compiled for pt2e int8) and the table compares the
-best FP32 form with the best int8 form. Not a DVC stage: its figures belong to the machine and the moment, and
+TorchScript, TorchScript optimized, torch.compile for FP32; compiled for pt2e int8), all the forms of one
+architecture taking turns, and the table compares the best FP32 form with the best int8 form. Not a DVC stage: its figures belong to the machine and the moment, and
 are printed, not cached.
 """
 
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import typer
 from torch import nn
 
-from pipeline.latency import best_forms, best_of, compiled, time_forms
+from pipeline.latency import best_of, compiled, time_models, unsaved_forms
 from pipeline.models import build
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.quantize import quantize_dynamic, quantize_static, static_qconfig, use_engine
@@ -27,12 +28,12 @@ def cell(entry: dict) -> str:
     return f"{entry['median_ms']:.3f} {entry['form']}"
 
 
-def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2e: bool):
+def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2e: bool, per_channel: bool):
     """(backend label, {"dynamic": model, "static": model}, is_exported) for each eager engine, then pt2e."""
     for engine in engines:
         use_engine(engine)
-        static = quantize_static(fp32, static_qconfig("minmax", False, engine), images, 4, fused=True)
-        yield f"eager {engine}", {"dynamic": quantize_dynamic(fp32), "static": static}, False
+        static = quantize_static(fp32, static_qconfig("minmax", per_channel, engine), images, 4, fused=True)
+        yield f"eager {engine}", {"dynamic": quantize_dynamic(fp32, per_channel), "static": static}, False
     if pt2e:
         from pipeline import pt2e as torchao_flow
 
@@ -68,27 +69,28 @@ def command(
         ):
             torch.manual_seed(params.seed)
             fp32 = build(arch).eval()
-            fp32_best = best_forms(fp32, "fp32", images, timing, Path(workdir))
-            for backend, variants, exported in int8_variants(fp32, images, engines, pt2e):
-                best = {
-                    name: best_of(time_forms({"compiled": compiled(model)}, images, timing))
-                    if exported
-                    else best_forms(model, "int8", images, timing, Path(workdir))
-                    for name, model in variants.items()
-                }
-                for key in fp32_best:
-                    speedups = [
-                        f"{fp32_best[key]['median_ms'] / best[name][key]['median_ms']:.2f}" for name in variants
-                    ]
-                    row = [
-                        arch["name"],
-                        backend,
-                        key.removeprefix("batch_"),
-                        cell(fp32_best[key]),
-                        cell(best["dynamic"][key]),
-                        cell(best["static"][key]),
-                        *speedups,
-                    ]
-                    lines.append("| " + " | ".join(row) + " |")
-                    typer.echo(lines[-1])
+            forms = {"fp32": unsaved_forms(fp32, "fp32", Path(workdir))}
+            backends = []
+            for backend, variants, exported in int8_variants(fp32, images, engines, pt2e, params.quantize.per_channel):
+                backends.append(backend)
+                for name, model in variants.items():  # eager int8 weights stay packed for the engine they were made on
+                    found = {"compiled": compiled(model)} if exported else unsaved_forms(model, "int8", Path(workdir))
+                    forms[backend, name] = found
+            best = {model: best_of(timings) for model, timings in time_models(forms, images, timing).items()}
+            for backend, key in itertools.product(backends, best["fp32"]):
+                speedups = [
+                    f"{best['fp32'][key]['median_ms'] / best[backend, name][key]['median_ms']:.2f}"
+                    for name in ("dynamic", "static")
+                ]
+                row = [
+                    arch["name"],
+                    backend,
+                    key.removeprefix("batch_"),
+                    cell(best["fp32"][key]),
+                    cell(best[backend, "dynamic"][key]),
+                    cell(best[backend, "static"][key]),
+                    *speedups,
+                ]
+                lines.append("| " + " | ".join(row) + " |")
+                typer.echo(lines[-1])
     typer.echo("\n" + "\n".join(lines))

@@ -9,6 +9,7 @@ The FP32 model is `models/fp32.pt` with its TorchScript twin `models/fp32.ts`. E
 Loading needs neither calibration data nor training state.
 """
 
+import io
 import json
 from pathlib import Path
 
@@ -16,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from pipeline.artifacts import atomic_dir, atomic_path, first_line, load_torch, save_torch
+from pipeline.artifacts import atomic_dir, atomic_path, copy_zip, first_line, load_torch, save_torch
 from pipeline.errors import PipelineError
-from pipeline.latency import save_deployable
 from pipeline.models import build
 from pipeline.quantize import empty_int8
+from pipeline.torchscript import save_deployable
 
 FP32_MODEL = Path("models/fp32.pt")
 INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "static", "qat")}
@@ -68,10 +69,23 @@ def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path) -> No
 def save_exported(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     from pipeline.pt2e import export  # torchao is imported only where the pt2e backend is used
 
-    program = export(model)
     settings = json.dumps({"kind": "int8", "arch": arch, "recipe": recipe})
+    archive = io.BytesIO()
+    torch.export.save(without_debugging_aids(export(model)), archive, extra_files={SETTINGS_ENTRY: settings})
+    # The graph is stored as JSON: 29 KB for the MLP's static int8, beside 47 KB of weights; deflated, 2.3 KB.
     with atomic_path(path) as temporary:
-        torch.export.save(program, temporary, extra_files={SETTINGS_ENTRY: settings})
+        copy_zip(archive, temporary, deflate=lambda name: name.endswith(".json"))
+
+
+def without_debugging_aids(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The program without what only debugging reads, as TorchScript files are written without their debug records:
+    each node's stack trace (source lines naming the checkout's path) and provenance (Python object ids, so no two
+    saves of one model had the same bytes), and the example input it was exported with (7.8 KB of zeros)."""
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
+        node.meta.pop("from_node", None)
+    program.example_inputs = None
+    return program
 
 
 def read_exported(path: Path) -> tuple[nn.Module, dict]:

@@ -21,12 +21,14 @@ def command(
     params = load_params(params_file)
     backend, engine = params.quantize.backend, params.engine
     model, arch = load_fp32(model_file)
-    recipe = {"method": "dynamic", "backend": backend, "engine": engine}
     if backend == "pt2e":
         from pipeline import pt2e
 
         int8 = pt2e.quantize_dynamic(model)
+        per_channel = True  # torchao's int8 weights have a scale per row
     else:
         use_engine(engine)
-        int8 = quantize_dynamic(model)
+        per_channel = params.quantize.per_channel
+        int8 = quantize_dynamic(model, per_channel)
+    recipe = {"method": "dynamic", "backend": backend, "engine": engine, "per_channel": per_channel}
     save_variant(int8, arch, recipe, out)

@@ -5,7 +5,8 @@
 Per variant: top-1 and per-class accuracy, agreement with FP32 and logit SQNR; file sizes (the .pt state dict,
 the .ts file a user deploys, and the floor of the weights themselves); and latency in every form (eager,
 TorchScript, TorchScript optimized), median and 90th percentile per batch size, with the best form reported.
-Ratios compare best FP32 with best int8. Writes reports/metrics.json and the plot data under reports/plots/.
+Every form of every model is timed in the same rounds, so ratios compare best FP32 with best int8 measured
+at the same moments. Writes reports/metrics.json and the plot data under reports/plots/.
 """
 
 import platform
@@ -21,27 +22,27 @@ from pipeline.artifacts import save_json
 from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, model_file, read_model
 from pipeline.fidelity import logits, score
 from pipeline.latency import (
-    best_forms,
     best_of,
     compiled,
     compiled_forms,
     cpu_flags,
     example_batch,
-    load_deployable,
     time_calls,
-    time_forms,
+    time_models,
+    unsaved_forms,
 )
 from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
 from pipeline.prepare import PREPARED_DIR, load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.torchscript import load_deployable
 
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}
 METRICS_FILE = Path("reports/metrics.json")
 PLOTS_DIR = Path("reports/plots")
 
 
-def measure_latency(model: nn.Module, path: Path, kind: str, images: torch.Tensor, settings: EvaluateParams) -> dict:
-    forms = time_forms(compiled_forms(model, deployable_path(path), kind), images, settings)
+def latency_summary(forms: dict) -> dict:
+    """A model's timings in every form, {form: {"batch_N": timing}}, and its best form per batch size."""
     best = best_of(forms)
     return {
         "latency_ms": {key: entry["median_ms"] for key, entry in best.items()},
@@ -64,28 +65,18 @@ def measure_size(model: nn.Module, path: Path) -> dict:
     }
 
 
-def fusion_effect(
-    fp32: nn.Module,
-    recipe: dict,
-    static_latency: dict,
-    calibration: torch.Tensor,
-    batches: int,
-    images: torch.Tensor,
-    settings: EvaluateParams,
-) -> dict | str:
-    """What layer fusion buys: the static variant's best-form latency beside its counterpart's, the same recipe
-    converted with fusion the other way and timed in the same run."""
-    if recipe.get("backend") == "pt2e":
-        return "not measured: the pt2e backend leaves fusion to torch.compile, which always fuses"
+def fusion_counterpart(fp32: nn.Module, recipe: dict, calibration: torch.Tensor, batches: int) -> nn.Module:
+    """The static recipe converted with fusion the other way: unfused if the static variant is fused."""
     use_engine(recipe["engine"])
     qconfig = static_qconfig(
         recipe["observer"], recipe["per_channel"], recipe["engine"], recipe["symmetric_activations"]
     )
-    counterpart = quantize_static(fp32, qconfig, calibration, batches, not recipe["fused"], recipe["skip_layers"])
-    with tempfile.TemporaryDirectory() as workdir:
-        best = best_forms(counterpart, "int8", images, settings, Path(workdir))
-    other = {key: entry["median_ms"] for key, entry in best.items()}
-    fused, unfused = (static_latency, other) if recipe["fused"] else (other, static_latency)
+    return quantize_static(fp32, qconfig, calibration, batches, not recipe["fused"], recipe["skip_layers"])
+
+
+def fusion_effect(fused_first: bool, static_latency: dict, counterpart_latency: dict) -> dict:
+    """What layer fusion buys: the static variant's best-form latency beside its counterpart's."""
+    fused, unfused = (static_latency, counterpart_latency) if fused_first else (counterpart_latency, static_latency)
     return {
         "fused_ms": fused,
         "unfused_ms": unfused,
@@ -181,13 +172,22 @@ def command(
         name: logits(compiled(model) if model_file(VARIANTS[name]).suffix == ".pt2" else model, images)
         for name, model in models.items()
     }
+    with tempfile.TemporaryDirectory() as workdir:
+        forms = {
+            name: compiled_forms(model, deployable_path(VARIANTS[name]), kinds[name]) for name, model in models.items()
+        }
+        fusion_measured = recipes["static"].get("backend") != "pt2e"  # torch.compile always fuses
+        if fusion_measured:
+            counterpart = fusion_counterpart(models["fp32"], recipes["static"], calibration, params.calibration.batches)
+            forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8", Path(workdir))
+    latencies = {name: latency_summary(timings) for name, timings in time_models(forms, images, settings).items()}
     results = {}
     for name, model in models.items():
         reference = None if name == "fp32" else outputs["fp32"]
         results[name] = {
             **score(outputs[name], labels, reference),
             **measure_size(model, VARIANTS[name]),
-            **measure_latency(model, VARIANTS[name], kinds[name], images, settings),
+            **latencies[name],
         }
         typer.echo(
             f"{name:8} accuracy {results[name]['accuracy']:.4f}  deploy {results[name]['deploy_size_bytes']:,} B  "
@@ -201,14 +201,12 @@ def command(
         if "skip_layers" in recipes[name]:
             kept = recipes[name]["skip_layers"]
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
-    results["static"]["fusion"] = fusion_effect(
-        models["fp32"],
-        recipes["static"],
-        results["static"]["latency_ms"],
-        calibration,
-        params.calibration.batches,
-        images,
-        settings,
+    results["static"]["fusion"] = (
+        fusion_effect(
+            recipes["static"]["fused"], results["static"]["latency_ms"], latencies["fusion_counterpart"]["latency_ms"]
+        )
+        if fusion_measured
+        else "not measured: the pt2e backend leaves fusion to torch.compile, which always fuses"
     )
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)

@@ -8,39 +8,15 @@ and the fair comparison is best FP32 against best int8, on the same machine in t
 import math
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pipeline.artifacts import atomic_path, first_line
-from pipeline.errors import PipelineError
 from pipeline.params import EvaluateParams
-from pipeline.prepare import IMAGE_SIDE
+from pipeline.torchscript import load_deployable, save_deployable
 
-EXAMPLE_INPUT = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-
-
-def save_deployable(model: nn.Module, path: Path) -> None:
-    """The model traced and frozen into TorchScript: one graph, weights inlined, loadable without this code."""
-    with torch.inference_mode(), warnings.catch_warnings():
-        # Tracing turns QuantStub's scale and zero point into constants, which is what freezing is for.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), EXAMPLE_INPUT))
-    with atomic_path(path) as temporary:
-        torch.jit.save(frozen, str(temporary))
-
-
-def load_deployable(path: Path) -> torch.jit.ScriptModule:
-    """Load a TorchScript file. For int8 the quantized engine must already be set: weights are packed for it."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
-    try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    except RuntimeError as error:
-        raise PipelineError(f"{path}: not a readable TorchScript file ({first_line(error)})") from None
 
 
 def compiled_forms(model: nn.Module, deployable: Path, kind: str) -> dict[str, nn.Module]:
@@ -71,38 +47,76 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model, dynamic=False)
 
 
+ROUNDS = 10  # turns the runnables timed together take; each turn gives each a block of its calls
+
+
 @torch.inference_mode()
-def time_calls(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int, max_seconds: float = math.inf) -> dict:
-    """Median and 90th percentile of `repeats` timed calls, after `warmup` untimed ones. Timing stops early once
-    the timed calls add up to `max_seconds` (with at least 10 taken), so a slow model does not take minutes."""
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    while len(times) < repeats and (len(times) < 10 or sum(times) < max_seconds):
-        start = time.perf_counter()
-        model(batch)
-        times.append(time.perf_counter() - start)
+def time_together(
+    runnables: dict, batch: torch.Tensor, warmup: int, repeats: int, max_seconds: float = math.inf
+) -> dict:
+    """Median and 90th percentile of each runnable's `repeats` timed calls, after `warmup` untimed ones.
+
+    The runnables take turns: in each of 10 rounds every one makes a block of its calls, after one untimed call
+    that warms the caches again. A shared machine drifts (clock speed, other load): timed one after the other,
+    a CNN's FP32 form once read 98 ms in the pipeline where it read 128-136 ms before and after, which made int8
+    look 2.2x faster instead of 2.8x. In turns, the drift falls on all alike. A runnable's calls stop early once
+    they add up to `max_seconds` (one call per round still, so at least 10), so a slow model does not take
+    minutes.
+    """
+    for runnable in runnables.values():
+        for _ in range(warmup):
+            runnable(batch)
+    rounds = min(ROUNDS, repeats)
+    times = {key: [] for key in runnables}
+    for round_index in range(rounds):
+        quota = repeats * (round_index + 1) // rounds - repeats * round_index // rounds
+        for key, runnable in runnables.items():
+            runnable(batch)  # untimed: the first call after another model's runs 2-3x slower, on cold caches
+            block = []
+            while len(block) < quota and (not block or sum(block) < max_seconds / rounds):
+                start = time.perf_counter()
+                runnable(batch)
+                block.append(time.perf_counter() - start)
+            times[key] += block
+    return {key: summary(calls) for key, calls in times.items()}
+
+
+def summary(times: list[float]) -> dict:
     p90 = statistics.quantiles(times, n=10)[-1] if len(times) > 1 else times[0]
     return {"median_ms": round(statistics.median(times) * 1e3, 4), "p90_ms": round(p90 * 1e3, 4), "calls": len(times)}
 
 
-def time_forms(forms: dict[str, nn.Module], images: torch.Tensor, timing: EvaluateParams) -> dict:
-    """Median and p90 of each form at each batch size: {form: {"batch_N": {"median_ms", "p90_ms"}}}."""
-    return {
-        form: {
-            f"batch_{size}": time_calls(
-                runnable, example_batch(images, size), timing.warmup, timing.repeats, timing.max_seconds
-            )
-            for size in timing.batch_sizes
-        }
-        for form, runnable in forms.items()
+def time_calls(model, batch: torch.Tensor, warmup: int, repeats: int, max_seconds: float = math.inf) -> dict:
+    """One runnable timed alone: see `time_together`."""
+    return time_together({"model": model}, batch, warmup, repeats, max_seconds)["model"]
+
+
+def time_forms(forms: dict, images: torch.Tensor, timing: EvaluateParams) -> dict:
+    """Median and p90 of each form at each batch size, the forms timed together (`time_together`):
+    {form: {"batch_N": {"median_ms", "p90_ms", "calls"}}}. Keys may be anything, e.g. (variant, form) pairs."""
+    by_size = {
+        f"batch_{size}": time_together(
+            forms, example_batch(images, size), timing.warmup, timing.repeats, timing.max_seconds
+        )
+        for size in timing.batch_sizes
     }
+    return {form: {key: timings[form] for key, timings in by_size.items()} for form in forms}
 
 
-def best_forms(model: nn.Module, kind: str, images: torch.Tensor, timing: EvaluateParams, workdir: Path) -> dict:
-    """The fastest form of an eager model not yet saved: {"batch_N": {"form", "median_ms", "p90_ms"}}."""
-    save_deployable(model, workdir / "model.ts")
-    return best_of(time_forms(compiled_forms(model, workdir / "model.ts", kind), images, timing))
+def time_models(forms: dict[str, dict], images: torch.Tensor, timing: EvaluateParams) -> dict[str, dict]:
+    """Timings of several models' forms, {model: {form: runnable}} in, {model: {form: {"batch_N": timing}}} out.
+    Every form of every model is timed together, so that ratios compare figures taken at the same moments."""
+    timed = time_forms(
+        {(name, form): run for name, found in forms.items() for form, run in found.items()}, images, timing
+    )
+    return {name: {form: timed[name, form] for form in found} for name, found in forms.items()}
+
+
+def unsaved_forms(model: nn.Module, kind: str, workdir: Path) -> dict[str, nn.Module]:
+    """Every form of an eager model not saved before: its TorchScript file is written to `workdir` first."""
+    path = workdir / f"model-{len(list(workdir.iterdir()))}.ts"
+    save_deployable(model, path)
+    return compiled_forms(model, path, kind)
 
 
 def example_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:

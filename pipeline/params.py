@@ -48,6 +48,7 @@ class TrainParams(Section):
 class QuantizeParams(Section):
     backend: Literal["eager", "pt2e"]  # torch.ao eager modules, or torchao on torch.export graphs
     engine: Literal["auto", "x86", "fbgemm", "qnnpack", "onednn"]  # the eager backend's int8 kernels
+    per_channel: bool  # weight scales per output channel, for every method (pt2e: always)
 
 
 # The engine `auto` picks, from `make bench` on an AVX2 CPU: x86 ran the MLP's int8 Linear layers fastest (1.6x
@@ -58,7 +59,6 @@ AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn"}
 class StaticParams(Section):
     fuse: bool
     observer: Literal["minmax", "moving_average_minmax", "histogram"]
-    per_channel: bool
     symmetric_activations: bool
     skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
     max_accuracy_drop: PositiveFloat | None  # points; if set, keep the fewest more layers in FP32 to stay within it

@@ -34,9 +34,11 @@ def command(
         from pipeline import pt2e as flow  # torchao takes seconds to import: only where it is used
 
         prepared = flow.prepare_qat(model)
+        per_channel = True  # as for static: Inductor lowers only per-channel weights to int8 kernels
     else:
         flow = quantize
-        prepared = flow.prepare_qat(model, engine)
+        per_channel = params.quantize.per_channel
+        prepared = flow.prepare_qat(model, engine, per_channel)
 
     def freeze_when_due(epoch: int) -> None:
         if epoch == settings.freeze_after:
@@ -60,6 +62,7 @@ def command(
         "backend": backend,
         "engine": engine,
         "fused": True,
+        "per_channel": per_channel,
         "freeze_after": settings.freeze_after,
     }
     save_variant(flow.convert_qat(prepared), arch, recipe, out)

@@ -27,9 +27,10 @@ def use_engine(engine: str) -> None:
     torch.backends.quantized.engine = engine
 
 
-def quantize_dynamic(model: nn.Module) -> nn.Module:
+def quantize_dynamic(model: nn.Module, per_channel: bool = False) -> nn.Module:
     """int8 weights for every Linear; activations are quantized on the fly per batch."""
-    return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    qconfig = tq.per_channel_dynamic_qconfig if per_channel else tq.default_dynamic_qconfig
+    return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
 
 
 def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False) -> tq.QConfig:
@@ -52,7 +53,7 @@ def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_acti
 def recipe_qconfig(params: Params) -> tq.QConfig:
     """The qconfig of params.yaml's static recipe, for the engine params.yaml resolves to."""
     recipe = params.static
-    return static_qconfig(recipe.observer, recipe.per_channel, params.engine, recipe.symmetric_activations)
+    return static_qconfig(recipe.observer, params.quantize.per_channel, params.engine, recipe.symmetric_activations)
 
 
 def fuse(model: nn.Module) -> nn.Module:
@@ -127,10 +128,12 @@ def quantize_only(model: nn.Module, name: str, qconfig: tq.QConfig, images: torc
     return tq.convert(model)
 
 
-def prepare_qat(model: nn.Module, engine: str) -> nn.Module:
-    """A fused copy with fake quantization in place, ready to fine-tune."""
+def prepare_qat(model: nn.Module, engine: str, per_channel: bool) -> nn.Module:
+    """A fused copy with fake quantization in place, ready to fine-tune: PyTorch's QAT recipe for the engine,
+    with the weight granularity asked for (its default for x86 is per-channel)."""
     model = fuse(copy.deepcopy(model).train())
-    model.qconfig = tq.get_default_qat_qconfig(engine)
+    weight = tq.default_fused_per_channel_wt_fake_quant if per_channel else tq.default_fused_wt_fake_quant
+    model.qconfig = tq.get_default_qat_qconfig(engine)._replace(weight=weight)
     return tq.prepare_qat(model)
 
 

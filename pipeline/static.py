@@ -48,7 +48,7 @@ def command(
         fused, per_channel = True, True
     else:
         int8 = quantize_static(model, qconfig, images, batches, settings.fuse, skip_layers)
-        fused, per_channel = settings.fuse, settings.per_channel
+        fused, per_channel = settings.fuse, params.quantize.per_channel
     recipe = {
         "method": "static",
         "backend": backend,

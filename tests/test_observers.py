@@ -54,7 +54,7 @@ def test_histogram_is_pytorchs_histogram_observer():
 
 
 def test_qat_freeze_stops_observers_and_batch_norm():
-    model = prepare_qat(CNN([4]), "x86")
+    model = prepare_qat(CNN([4]), "x86", per_channel=True)
     freeze_qat(model)
     fake_quants = [m for m in model.modules() if hasattr(m, "observer_enabled")]
     assert fake_quants and all(m.observer_enabled.item() == 0 for m in fake_quants)

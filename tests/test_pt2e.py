@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -67,6 +68,18 @@ def test_saved_archive_loads_whole(fp32, data, tmp_path):
     widths = [784, *info["arch"]["hidden"], 10]
     expected = sum(i * o + 4 * o + 4 * o for i, o in zip(widths, widths[1:]))
     assert int8_weights(loaded.state_dict()) == 4 and floor_bytes(loaded.state_dict()) == expected
+
+
+def test_saving_twice_gives_the_same_bytes_without_the_checkout_path(fp32, data, tmp_path):
+    (calibration, _), _ = data
+    model, info = fp32
+    graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
+    for copy in ("a", "b"):
+        save_variant(graph, info["arch"], RECIPE, tmp_path / copy)
+    archive = (tmp_path / "a/model.pt2").read_bytes()
+    assert archive == (tmp_path / "b/model.pt2").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a/model.pt2") as records:
+        assert str(ROOT).encode() not in b"".join(records.read(name) for name in records.namelist())
 
 
 def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):

@@ -1,12 +1,18 @@
 """int8 transforms against FP32 as the reference, and int8 files that load to the very same model."""
 
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
 
-from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8
+import pipeline
+from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8, save_variant
+from pipeline.evaluate import measure_size
 from pipeline.models import CNN, MLP, accuracy, predict
 from pipeline.prepare import load_split
 from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quantize_static, static_qconfig, use_engine
+from pipeline.torchscript import load_deployable, save_deployable
 from pipeline.train import fit
 
 
@@ -72,22 +78,56 @@ def test_weight_scale_matches_hand_computation(trained, data):
 
 
 def test_classic_mlp_file_sizes(tmp_path):
-    """The seed model 784-50-80-30-10: about 187 KB in FP32, under 31% of that as int8 (size is structure only)."""
+    """The seed model 784-50-80-30-10: about 187 KB in FP32, under 31% of that as int8, and the TorchScript file a
+    user deploys within 10% of the floor (int8 weights, float32 biases and scales). Size is structure only."""
     torch.manual_seed(0)
     model = MLP([50, 80, 30]).eval()
     arch = {"name": "mlp", "hidden": [50, 80, 30]}
+    images = torch.rand(64, 1, 28, 28)
+    qat = prepare_qat(model, "x86", per_channel=False)
+    qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
+    variants = {"dynamic": quantize_dynamic(model), "static": static_int8(model, images), "qat": convert_qat(qat)}
     save_fp32(model, arch, tmp_path / "fp32.pt")
-    save_int8(quantize_dynamic(model), arch, {"method": "dynamic", "engine": "x86"}, tmp_path / "dynamic.pt")
-    save_int8(
-        static_int8(model, torch.rand(64, 1, 28, 28)),
-        arch,
-        {"method": "static", "engine": "x86", "fused": True},
-        tmp_path / "static.pt",
-    )
     fp32_size = (tmp_path / "fp32.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
-    for name in ("dynamic", "static"):
-        assert (tmp_path / f"{name}.pt").stat().st_size < 0.31 * fp32_size
+    for name, int8 in variants.items():
+        recipe = {"method": name, "backend": "eager", "engine": "x86", "fused": True}
+        save_variant(int8, arch, recipe, tmp_path / name)
+        size = measure_size(int8, tmp_path / name)
+        assert size["size_bytes"] < 0.31 * fp32_size
+        assert 1 < size["deploy_floor_ratio"] <= 1.10, name
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_weight_granularity_is_alike_for_every_method(per_channel):
+    """quantize.per_channel applies to dynamic, static and QAT, so they differ only in how ranges are found."""
+    torch.manual_seed(0)
+    model = MLP([8]).eval()
+    images = torch.rand(16, 1, 28, 28)
+    qat = prepare_qat(model, "x86", per_channel)
+    qat(images)
+    variants = {
+        "dynamic": quantize_dynamic(model, per_channel),
+        "static": static_int8(model, images, per_channel=per_channel),
+        "qat": convert_qat(qat),
+    }
+    channel_schemes = {torch.per_channel_affine, torch.per_channel_symmetric}
+    for name, int8 in variants.items():
+        assert (int8.layers[0].weight().qscheme() in channel_schemes) == per_channel, name
+
+
+def test_deployable_file_holds_no_debug_records_or_checkout_path(tmp_path):
+    """TorchScript's `.debug_pkl` records hold the checkout's path: left out, so files match across clones."""
+    torch.manual_seed(0)
+    model = MLP([8]).eval()
+    save_deployable(model, tmp_path / "model.ts")
+    with zipfile.ZipFile(tmp_path / "model.ts") as archive:
+        names = archive.namelist()
+        contents = b"".join(archive.read(name) for name in names)
+    assert names and not any(name.endswith(".debug_pkl") for name in names)
+    assert str(Path(pipeline.__file__).parent).encode() not in contents
+    images = torch.rand(5, 1, 28, 28)
+    assert torch.equal(load_deployable(tmp_path / "model.ts")(images), model(images))
 
 
 def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
@@ -97,7 +137,7 @@ def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
     model, arch = CNN([4, 8]), {"name": "cnn", "channels": [4, 8]}
     fit(model, images, labels, epochs=1, batch_size=64, lr=0.01, seed=0)
     static = static_int8(model, images)
-    qat = prepare_qat(model, "x86")
+    qat = prepare_qat(model, "x86", per_channel=True)
     fit(qat, images, labels, epochs=1, batch_size=64, lr=0.001, seed=0)
     qat = convert_qat(qat)
     for name, int8 in {"static": static, "qat": qat}.items():
