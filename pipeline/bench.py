@@ -3,8 +3,8 @@
 Speed does not depend on what the weights are, so each architecture of params.yaml is built fresh (seeded) and
 calibrated on random images: the bench needs no trained model. Every model is timed in every form (eager,
 TorchScript, TorchScript optimized, torch.compile for FP32; compiled for pt2e int8), all the forms of one
-architecture taking turns, and the table compares the best FP32 form with the best int8 form. Not a DVC stage: its figures belong to the machine and the moment, and
-are printed, not cached.
+architecture taking turns, and the table compares the best FP32 form with the best int8 form. Not a DVC stage:
+its figures belong to the machine and the moment, and are printed, not cached.
 """
 
 import itertools

@@ -27,9 +27,10 @@ def save_deployable(model: nn.Module, path: Path) -> None:
     torch.jit.save(frozen, archive)
     # Left out: the `.debug_pkl` records, which map the graph back to the Python lines it was traced from, for
     # error messages only. They cost the MLP's int8 file 2.4 KB (5% of its weights), and they hold the checkout's
-    # path, so each clone wrote other bytes. The file loads and computes the same without them.
+    # path. Also left out: the serialization id, a checksum over every record, debug records included. With either,
+    # each clone wrote other bytes. The file loads and computes the same without them.
     with atomic_path(path) as temporary:
-        copy_zip(archive, temporary, keep=lambda name: not name.endswith(".debug_pkl"))
+        copy_zip(archive, temporary, keep=lambda name: not name.endswith((".debug_pkl", "serialization_id")))
 
 
 def load_deployable(path: Path) -> torch.jit.ScriptModule:
