@@ -98,3 +98,8 @@ def mirror(raw_dir):
     yield f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
     server.server_close()
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end tests first: they take the longest, so the other xdist worker runs the rest beside them."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")

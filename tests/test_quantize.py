@@ -132,12 +132,13 @@ save_deployable(MLP([8]).eval(), Path(sys.argv[1]))
 
 def test_deployable_file_is_the_same_from_any_checkout(tmp_path):
     """TorchScript's debug records hold the checkout's path, and its serialization id a checksum of them: both are
-    left out, so every clone writes the same bytes and reproduces dvc.lock's hashes."""
+    left out, so every clone writes the same bytes and reproduces dvc.lock's hashes. Each copy saves in a fresh
+    process, as a stage does: TorchScript numbers the classes it traces within a process."""
     files = []
-    for checkout in (tmp_path / "a", tmp_path / "b"):
-        shutil.copytree(Path(pipeline.__file__).parent, checkout / "pipeline")
-        files.append(checkout / "model.ts")
-        subprocess.run([sys.executable, "-c", SAVE_DEPLOYABLE, str(files[-1])], cwd=checkout, check=True)
+    for copy in (tmp_path / "a", tmp_path / "b"):
+        shutil.copytree(Path(pipeline.__file__).parent, copy / "pipeline")
+        files.append(copy / "model.ts")
+        subprocess.run([sys.executable, "-c", SAVE_DEPLOYABLE, str(files[-1])], cwd=copy, check=True)
     assert files[0].read_bytes() == files[1].read_bytes()
     torch.manual_seed(0)
     model = MLP([8]).eval()
