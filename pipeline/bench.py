@@ -8,8 +8,6 @@ its figures belong to the machine and the moment, and are printed, not cached.
 """
 
 import itertools
-import tempfile
-from pathlib import Path
 
 import torch
 import typer
@@ -62,35 +60,34 @@ def command(
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, median ms and best form per batch\n")
     header = ["arch", "backend", "batch", "fp32", "dynamic int8", "static int8", "dynamic x faster", "static x faster"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    with tempfile.TemporaryDirectory() as workdir:
-        for arch in (
-            {"name": "mlp", "hidden": list(params.train.hidden)},
-            {"name": "cnn", "channels": list(params.train.channels)},
-        ):
-            torch.manual_seed(params.seed)
-            fp32 = build(arch).eval()
-            forms = {"fp32": unsaved_forms(fp32, "fp32", Path(workdir))}
-            backends = []
-            for backend, variants, exported in int8_variants(fp32, images, engines, pt2e, params.quantize.per_channel):
-                backends.append(backend)
-                for name, model in variants.items():  # eager int8 weights stay packed for the engine they were made on
-                    found = {"compiled": compiled(model)} if exported else unsaved_forms(model, "int8", Path(workdir))
-                    forms[backend, name] = found
-            best = {model: best_of(timings) for model, timings in time_models(forms, images, timing).items()}
-            for backend, key in itertools.product(backends, best["fp32"]):
-                speedups = [
-                    f"{best['fp32'][key]['median_ms'] / best[backend, name][key]['median_ms']:.2f}"
-                    for name in ("dynamic", "static")
-                ]
-                row = [
-                    arch["name"],
-                    backend,
-                    key.removeprefix("batch_"),
-                    cell(best["fp32"][key]),
-                    cell(best[backend, "dynamic"][key]),
-                    cell(best[backend, "static"][key]),
-                    *speedups,
-                ]
-                lines.append("| " + " | ".join(row) + " |")
-                typer.echo(lines[-1])
+    for arch in (
+        {"name": "mlp", "hidden": list(params.train.hidden)},
+        {"name": "cnn", "channels": list(params.train.channels)},
+    ):
+        torch.manual_seed(params.seed)
+        fp32 = build(arch).eval()
+        forms = {"fp32": unsaved_forms(fp32, "fp32")}
+        backends = []
+        for backend, variants, exported in int8_variants(fp32, images, engines, pt2e, params.quantize.per_channel):
+            backends.append(backend)
+            for name, model in variants.items():  # eager int8 weights stay packed for the engine they were made on
+                found = {"compiled": compiled(model)} if exported else unsaved_forms(model, "int8")
+                forms[backend, name] = found
+        best = {model: best_of(timings) for model, timings in time_models(forms, images, timing).items()}
+        for backend, key in itertools.product(backends, best["fp32"]):
+            speedups = [
+                f"{best['fp32'][key]['median_ms'] / best[backend, name][key]['median_ms']:.2f}"
+                for name in ("dynamic", "static")
+            ]
+            row = [
+                arch["name"],
+                backend,
+                key.removeprefix("batch_"),
+                cell(best["fp32"][key]),
+                cell(best[backend, "dynamic"][key]),
+                cell(best[backend, "static"][key]),
+                *speedups,
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+            typer.echo(lines[-1])
     typer.echo("\n" + "\n".join(lines))

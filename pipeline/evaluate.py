@@ -10,7 +10,6 @@ at the same moments. Writes reports/metrics.json and the plot data under reports
 """
 
 import platform
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -172,14 +171,13 @@ def command(
         name: logits(compiled(model) if model_file(VARIANTS[name]).suffix == ".pt2" else model, images)
         for name, model in models.items()
     }
-    with tempfile.TemporaryDirectory() as workdir:
-        forms = {
-            name: compiled_forms(model, deployable_path(VARIANTS[name]), kinds[name]) for name, model in models.items()
-        }
-        fusion_measured = recipes["static"].get("backend") != "pt2e"  # torch.compile always fuses
-        if fusion_measured:
-            counterpart = fusion_counterpart(models["fp32"], recipes["static"], calibration, params.calibration.batches)
-            forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8", Path(workdir))
+    forms = {
+        name: compiled_forms(model, deployable_path(VARIANTS[name]), kinds[name]) for name, model in models.items()
+    }
+    fusion_measured = recipes["static"].get("backend") != "pt2e"  # torch.compile always fuses
+    if fusion_measured:
+        counterpart = fusion_counterpart(models["fp32"], recipes["static"], calibration, params.calibration.batches)
+        forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8")
     latencies = {name: latency_summary(timings) for name, timings in time_models(forms, images, settings).items()}
     results = {}
     for name, model in models.items():

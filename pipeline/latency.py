@@ -7,6 +7,7 @@ and the fair comparison is best FP32 against best int8, on the same machine in t
 
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,11 +113,13 @@ def time_models(forms: dict[str, dict], images: torch.Tensor, timing: EvaluatePa
     return {name: {form: timed[name, form] for form in found} for name, found in forms.items()}
 
 
-def unsaved_forms(model: nn.Module, kind: str, workdir: Path) -> dict[str, nn.Module]:
-    """Every form of an eager model not saved before: its TorchScript file is written to `workdir` first."""
-    path = workdir / f"model-{len(list(workdir.iterdir()))}.ts"
-    save_deployable(model, path)
-    return compiled_forms(model, path, kind)
+def unsaved_forms(model: nn.Module, kind: str) -> dict[str, nn.Module]:
+    """Every form of an eager model not saved before, through a TorchScript file written for the purpose (the
+    forms hold what they loaded, so the file goes once they are made)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / "model.ts"
+        save_deployable(model, path)
+        return compiled_forms(model, path, kind)
 
 
 def example_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
