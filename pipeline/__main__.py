@@ -9,8 +9,20 @@ import warnings
 
 import typer
 
-from pipeline import bench, download, dynamic, evaluate, layers, prepare, qat, report, sensitivity, static, train
 from pipeline.errors import PipelineError
+from pipeline.stages import (
+    bench,
+    download,
+    dynamic,
+    evaluate,
+    layers,
+    prepare,
+    qat,
+    report,
+    sensitivity,
+    static,
+    train,
+)
 
 # torch.ao.quantization warns on import, on each call and on each quantized tensor it makes. The eager flow is a
 # deliberate choice (README, "Backends"), so the stage logs keep only what the stages themselves say.

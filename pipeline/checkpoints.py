@@ -19,12 +19,10 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from pipeline.artifacts import atomic_dir, atomic_path, copy_zip, first_line, load_torch, save_torch
 from pipeline.errors import PipelineError
-from pipeline.models import build
+from pipeline.models import build, example_input
 from pipeline.quantize import empty_int8
 from pipeline.torchscript import save_deployable
 
-FP32_MODEL = Path("models/fp32.pt")
-INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "static", "qat")}
 EAGER_FILE, EXPORTED_FILE = "model.pt", "model.pt2"
 SETTINGS_ENTRY = "quantlab.json"  # the extra file of a torch.export archive holding kind, arch and recipe
 
@@ -48,13 +46,13 @@ def deployable_path(path: Path) -> Path:
 def save_fp32(model: nn.Module, arch: dict, path: Path) -> None:
     """The checkpoint (weights and arch) and its deployable TorchScript twin."""
     save_torch({"kind": "fp32", "arch": arch, "state_dict": model.state_dict()}, path)
-    save_deployable(model, deployable_path(path))
+    save_deployable(model, example_input(arch), deployable_path(path))
 
 
 def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     """The int8 model (state dict, arch, recipe) and its deployable TorchScript twin."""
     save_torch({"kind": "int8", "arch": arch, "recipe": recipe, "state_dict": model.state_dict()}, path)
-    save_deployable(model, deployable_path(path))
+    save_deployable(model, example_input(arch), deployable_path(path))
 
 
 def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path) -> None:
@@ -71,7 +69,9 @@ def save_exported(model: nn.Module, arch: dict, recipe: dict, path: Path) -> Non
 
     settings = json.dumps({"kind": "int8", "arch": arch, "recipe": recipe})
     archive = io.BytesIO()
-    torch.export.save(without_debugging_aids(export(model)), archive, extra_files={SETTINGS_ENTRY: settings})
+    torch.export.save(
+        without_debugging_aids(export(model, arch["input"])), archive, extra_files={SETTINGS_ENTRY: settings}
+    )
     # The graph is stored as JSON: 29 KB for the MLP's static int8, beside 47 KB of weights; deflated, 2.3 KB.
     with atomic_path(path) as temporary:
         copy_zip(archive, temporary, deflate=lambda name: name.endswith(".json"))

@@ -5,22 +5,20 @@ import math
 import torch
 from torch import nn
 
-from pipeline.prepare import NUM_CLASSES
-
 
 @torch.inference_mode()
 def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     return torch.cat([model(batch) for batch in images.split(batch_size)])
 
 
-def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
     """Counts indexed [true class, predicted class]."""
-    return torch.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+    return torch.bincount(labels * classes + predicted, minlength=classes**2).reshape(classes, classes)
 
 
 def per_class_accuracy(confusion: torch.Tensor) -> dict[str, float]:
     totals = confusion.sum(1).clamp(min=1)
-    return {str(c): round(confusion[c, c].item() / totals[c].item(), 4) for c in range(NUM_CLASSES)}
+    return {str(c): round(confusion[c, c].item() / totals[c].item(), 4) for c in range(len(confusion))}
 
 
 def agreement(predicted: torch.Tensor, reference: torch.Tensor) -> float:
@@ -38,7 +36,7 @@ def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
 def score(model_logits: torch.Tensor, labels: torch.Tensor, reference_logits: torch.Tensor | None = None) -> dict:
     """Accuracy, per-class accuracy and, against a reference, agreement and logit SQNR."""
     predicted = model_logits.argmax(1)
-    confusion = confusion_matrix(predicted, labels)
+    confusion = confusion_matrix(predicted, labels, model_logits.shape[1])
     result = {"accuracy": confusion.trace().item() / len(labels), "per_class_accuracy": per_class_accuracy(confusion)}
     if reference_logits is not None:
         result["agreement"] = agreement(predicted, reference_logits.argmax(1))

@@ -6,6 +6,7 @@ and the fair comparison is best FP32 against best int8, on the same machine in t
 """
 
 import math
+import platform
 import statistics
 import tempfile
 import time
@@ -113,12 +114,12 @@ def time_models(forms: dict[str, dict], images: torch.Tensor, timing: EvaluatePa
     return {name: {form: timed[name, form] for form in found} for name, found in forms.items()}
 
 
-def unsaved_forms(model: nn.Module, kind: str) -> dict[str, nn.Module]:
+def unsaved_forms(model: nn.Module, kind: str, example: torch.Tensor) -> dict[str, nn.Module]:
     """Every form of an eager model not saved before, through a TorchScript file written for the purpose (the
     forms hold what they loaded, so the file goes once they are made)."""
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir) / "model.ts"
-        save_deployable(model, path)
+        save_deployable(model, example, path)
         return compiled_forms(model, path, kind)
 
 
@@ -135,6 +136,20 @@ def best_of(forms: dict[str, dict]) -> dict[str, dict]:
         key: min(({"form": form, **timings[key]} for form, timings in forms.items()), key=lambda t: t["median_ms"])
         for key in batch_keys
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (Linux): int8 speed and FP32 training's rounding
+    both depend on it, and virtual machines often report a bare name such as "AMD EPYC" for several generations."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = {
+        key.strip(): value.strip() for key, value in (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    }
+    name, family, model = (fields.get(key, "?") for key in ("model name", "cpu family", "model"))
+    return f"{name} (family {family}, model {model})"
 
 
 def cpu_flags() -> list[str]:

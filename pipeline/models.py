@@ -1,29 +1,32 @@
-"""The architectures, built from a small settings dict that every checkpoint carries.
+"""The architectures, built from a small settings dict that every checkpoint carries: the layer widths, and the
+input shape and class count of the data the model was made for.
 
 Both models hold QuantStub/DeQuantStub at their edges (identities in FP32) and name the layer groups that eager
 static quantization fuses, so one definition serves FP32 training and every int8 conversion.
 """
 
+import math
+
 import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
+from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.params import TrainParams
-from pipeline.prepare import IMAGE_SIDE, NUM_CLASSES
 
 
 class MLP(nn.Module):
     """Linear-ReLU layers of the given widths, then a Linear classifier (the seed model: 784-50-80-30-10)."""
 
-    def __init__(self, hidden: list[int]):
+    def __init__(self, hidden: list[int], input_shape: list[int], classes: int):
         super().__init__()
-        widths = [IMAGE_SIDE * IMAGE_SIDE, *hidden]
+        widths = [math.prod(input_shape), *hidden]
         layers = []
         for width_in, width_out in zip(widths, widths[1:]):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
         self.quant = QuantStub()
-        self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], NUM_CLASSES))
+        self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], classes))
         self.dequant = DeQuantStub()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -36,25 +39,26 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Conv-BN-ReLU-MaxPool blocks of the given widths, then a Linear classifier."""
 
-    def __init__(self, channels: list[int]):
+    def __init__(self, channels: list[int], input_shape: list[int], classes: int):
         super().__init__()
-        blocks, width_in = [], 1
-        for width in channels:
+        width_in, height, width = input_shape
+        blocks = []
+        for width_out in channels:
             blocks += [
-                nn.Conv2d(width_in, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
+                nn.Conv2d(width_in, width_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width_out),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
             ]
-            width_in = width
-        side = IMAGE_SIDE // 2 ** len(channels)
-        if side < 1:
+            width_in = width_out
+        shrink = 2 ** len(channels)
+        if min(height, width) < shrink:
             raise PipelineError(
-                f"train.channels: {len(channels)} blocks pool a 28x28 image below one pixel; use at most 4"
+                f"train.channels: {len(channels)} blocks pool a {height}x{width} image below one pixel; use fewer"
             )
         self.quant = QuantStub()
         self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(width_in * side * side, NUM_CLASSES)
+        self.classifier = nn.Linear(width_in * (height // shrink) * (width // shrink), classes)
         self.dequant = DeQuantStub()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -64,19 +68,23 @@ class CNN(nn.Module):
         return [[f"features.{i}", f"features.{i + 1}", f"features.{i + 2}"] for i in range(0, len(self.features), 4)]
 
 
-def architecture(params: TrainParams) -> dict:
+def architecture(params: TrainParams, data: DataInfo) -> dict:
     """The settings that rebuild the model: what a checkpoint stores beside its weights."""
-    if params.arch == "mlp":
-        return {"name": "mlp", "hidden": list(params.hidden)}
-    return {"name": "cnn", "channels": list(params.channels)}
+    widths = {"hidden": list(params.hidden)} if params.arch == "mlp" else {"channels": list(params.channels)}
+    return {"name": params.arch, **widths, "input": data.input_shape, "classes": len(data.classes)}
 
 
 def build(arch: dict) -> nn.Module:
     if arch.get("name") == "mlp":
-        return MLP(arch["hidden"])
+        return MLP(arch["hidden"], arch["input"], arch["classes"])
     if arch.get("name") == "cnn":
-        return CNN(arch["channels"])
+        return CNN(arch["channels"], arch["input"], arch["classes"])
     raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected 'mlp' or 'cnn'")
+
+
+def example_input(arch: dict, batch: int = 1) -> torch.Tensor:
+    """A batch of blank images of the shape the model takes: what tracing and export need."""
+    return torch.zeros(batch, *arch["input"])
 
 
 @torch.inference_mode()

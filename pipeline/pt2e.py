@@ -30,7 +30,6 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 )
 
 from pipeline.errors import PipelineError
-from pipeline.prepare import IMAGE_SIDE
 from pipeline.quantize import calibrate
 
 ACTIVATION_OBSERVERS = {
@@ -38,14 +37,13 @@ ACTIVATION_OBSERVERS = {
     "moving_average_minmax": MovingAverageMinMaxObserver,
     "histogram": HistogramObserver,
 }
-# One graph for every batch size: without a named dimension, export specializes the batch to the example's.
-# The example has two images because export treats a dimension of size 1 as fixed.
 BATCH = torch.export.Dim("batch")
-EXAMPLE_BATCH = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE)
 
 
-def export(model: nn.Module) -> torch.export.ExportedProgram:
-    return torch.export.export(model, (EXAMPLE_BATCH,), dynamic_shapes=({0: BATCH},))
+def export(model: nn.Module, input_shape: list[int]) -> torch.export.ExportedProgram:
+    """One graph for every batch size: without a named dimension, export specializes the batch to the example's.
+    The example has two images because export treats a dimension of size 1 as fixed."""
+    return torch.export.export(model, (torch.zeros(2, *input_shape),), dynamic_shapes=({0: BATCH},))
 
 
 def static_config(observer: str, symmetric_activations: bool) -> QuantizationConfig:
@@ -104,15 +102,15 @@ def quantize_static(
 ) -> torch.fx.GraphModule:
     """Export, insert observers, calibrate, convert to quantize/dequantize pairs; `skip_layers` stay FP32."""
     chosen = quantizer(config, model, skip_layers)
-    prepared = prepare_pt2e(export(copy.deepcopy(model).eval()).module(), chosen)
+    prepared = prepare_pt2e(export(copy.deepcopy(model).eval(), list(images.shape[1:])).module(), chosen)
     calibrate(prepared, images, batches)
     return drop_unused_weights(convert_pt2e(prepared))
 
 
-def prepare_qat(model: nn.Module) -> torch.fx.GraphModule:
+def prepare_qat(model: nn.Module, input_shape: list[int]) -> torch.fx.GraphModule:
     """The exported training graph with fake quantizers in place (BN folded into each conv), ready to fine-tune."""
     config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=True)  # 7 bits: static_config
-    graph = export(copy.deepcopy(model).train()).module()
+    graph = export(copy.deepcopy(model).train(), input_shape).module()
     prepared = prepare_qat_pt2e(graph, X86InductorQuantizer().set_global(config))
     # An exported graph has no train/eval of its own; this makes fit()'s model.train() switch its BN ops.
     return allow_exported_model_train_eval(prepared)

@@ -68,6 +68,11 @@ def float_twin(model: nn.Module, fused: bool) -> nn.Module:
     return fuse(model) if fused else model
 
 
+def float_weight(module: nn.Module) -> torch.Tensor:
+    """The FP32 weight of a plain or fused module (after fusion, BN is already folded into it)."""
+    return (module.weight if isinstance(getattr(module, "weight", None), torch.Tensor) else module[0].weight).detach()
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, images: torch.Tensor, batches: int) -> None:
     """Run the calibration images through a prepared model, in `batches` batches, so observers record ranges."""

@@ -12,17 +12,14 @@ from torch import nn
 
 from pipeline.artifacts import atomic_path, copy_zip, first_line
 from pipeline.errors import PipelineError
-from pipeline.prepare import IMAGE_SIDE
-
-EXAMPLE_INPUT = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
 
-def save_deployable(model: nn.Module, path: Path) -> None:
+def save_deployable(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """The model traced and frozen into TorchScript: one graph, weights inlined, loadable without this code."""
     with torch.inference_mode(), warnings.catch_warnings():
         # Tracing turns QuantStub's scale and zero point into constants, which is what freezing is for.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), EXAMPLE_INPUT))
+        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example))
     archive = io.BytesIO()
     torch.jit.save(frozen, archive)
     # Left out: the `.debug_pkl` records, which map the graph back to the Python lines it was traced from, for

@@ -12,10 +12,13 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from pipeline.__main__ import app
+from pipeline.datasets import SPLIT_FILES
 from pipeline.idx import write_idx
-from pipeline.prepare import SPLIT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
+# The models of the synthetic IDX data: 28x28 grey images, 10 classes, as MLP(widths, *IDX_SHAPE) or in an arch.
+IDX_SHAPE = ([1, 28, 28], 10)
+IDX_ARCH = {"input": [1, 28, 28], "classes": 10}
 
 
 def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

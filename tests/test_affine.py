@@ -8,10 +8,10 @@ import torch
 
 from pipeline.affine import qparams, quantize
 from pipeline.artifacts import load_json
-from pipeline.layers import float_weight, quantized_layers, weight_row
 from pipeline.models import CNN
-from pipeline.quantize import fuse, quantize_static, static_qconfig, use_engine
-from tests.conftest import tiny_params, write_params
+from pipeline.quantize import float_weight, fuse, quantize_static, static_qconfig, use_engine
+from pipeline.stages.layers import quantized_layers, weight_row
+from tests.conftest import IDX_SHAPE, tiny_params, write_params
 from tests.test_cli import run
 
 KEYS = (
@@ -49,7 +49,7 @@ def test_stage_finds_no_difference(trained, monkeypatch, tmp_path, observer, sym
 @pytest.mark.parametrize("observer", ["minmax", "histogram"])
 def test_per_channel_conv_weights_match(observer):
     torch.manual_seed(0)
-    model = CNN([4, 8]).eval()
+    model = CNN([4, 8], *IDX_SHAPE).eval()
     model.features[1].running_mean.uniform_(-0.5, 0.5)  # BN statistics that fusion must fold into the weights
     model.features[1].running_var.uniform_(0.5, 2.0)
     use_engine("x86")

@@ -8,9 +8,9 @@ import torch
 
 from pipeline.artifacts import load_json
 from pipeline.checkpoints import deployable_path, floor_bytes, load_model
+from pipeline.data import load_split
 from pipeline.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
 from pipeline.latency import best_of, compiled_forms, time_calls
-from pipeline.prepare import load_split
 from tests.test_cli import run
 
 
@@ -41,7 +41,7 @@ def test_best_form_is_the_fastest_per_batch_size():
 
 def test_sqnr_and_confusion_by_hand():
     assert sqnr_db(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 3.0])) == pytest.approx(10 * math.log10(25), abs=0.01)
-    confusion = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]))
+    confusion = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), classes=3)
     assert confusion[0, 0] == 1 and confusion[1, 1] == 1 and confusion[2, 1] == 1 and confusion[2, 2] == 1
     accuracy = per_class_accuracy(confusion)
     assert accuracy["0"] == 1.0 and accuracy["2"] == 0.5

@@ -6,8 +6,8 @@ import shutil
 import torch
 
 from pipeline.__main__ import app
-from pipeline.checkpoints import INT8_MODELS
-from tests.conftest import CliRunner
+from pipeline.paths import INT8_MODELS
+from tests.conftest import IDX_ARCH, CliRunner
 from tests.test_cli import assert_clean_failure, run
 
 STAGES = ("train", "dynamic", "static", "qat")
@@ -53,10 +53,10 @@ def test_stages_are_deterministic(trained, tmp_path):
 def test_checkpoint_whose_weights_do_not_fit_its_architecture(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     checkpoint = torch.load(trained / "models/fp32.pt", weights_only=True)
-    checkpoint["arch"] = {"name": "mlp", "hidden": [64, 64]}
+    checkpoint["arch"] = {"name": "mlp", "hidden": [64, 64], **IDX_ARCH}
     torch.save(checkpoint, tmp_path / "other.pt")
     result = run("static", "--model", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out"))
-    assert_clean_failure(result, "weights do not fit the model {'name': 'mlp', 'hidden': [64, 64]}")
+    assert_clean_failure(result, "weights do not fit the model {'name': 'mlp', 'hidden': [64, 64], 'input'")
     assert not (tmp_path / "out").exists()
 
 

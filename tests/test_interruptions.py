@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.__main__ import app
 from pipeline.checkpoints import load_model
-from pipeline.download import DataFile, Dataset, fetch_dataset
+from pipeline.datasets import DataFile, Dataset
+from pipeline.stages.download import fetch_dataset
 from tests.conftest import CliRunner, tiny_params, write_params
 
 STALL_SECONDS = 20  # the stalled server gives up by itself, so no test can hang on it
@@ -88,7 +89,8 @@ def stalling_mirror():
 FETCH = """
 import sys
 from pathlib import Path
-from pipeline.download import DataFile, Dataset, fetch_dataset
+from pipeline.datasets import DataFile, Dataset
+from pipeline.stages.download import fetch_dataset
 dataset = Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (sys.argv[1],))
 fetch_dataset(dataset, Path(sys.argv[2]), None, False)
 """

@@ -5,6 +5,7 @@ import torch
 
 from pipeline.models import CNN, MLP
 from pipeline.quantize import freeze_qat, prepare_qat, quantize_static, static_qconfig, use_engine
+from tests.conftest import IDX_SHAPE
 from tests.test_cli import assert_clean_failure, run
 
 
@@ -12,7 +13,7 @@ def input_qparams(batches: list[torch.Tensor], observer: str, symmetric: bool = 
     """Scale and zero point the input QuantStub gets from calibrating on `batches` (x86: activations 0..127)."""
     use_engine("x86")
     qconfig = static_qconfig(observer, False, "x86", symmetric_activations=symmetric)
-    int8 = quantize_static(MLP([4]).eval(), qconfig, torch.cat(batches), len(batches), fused=True)
+    int8 = quantize_static(MLP([4], *IDX_SHAPE).eval(), qconfig, torch.cat(batches), len(batches), fused=True)
     return int8.quant.scale.item(), int8.quant.zero_point.item()
 
 
@@ -54,7 +55,7 @@ def test_histogram_is_pytorchs_histogram_observer():
 
 
 def test_qat_freeze_stops_observers_and_batch_norm():
-    model = prepare_qat(CNN([4]), "x86", per_channel=True)
+    model = prepare_qat(CNN([4], *IDX_SHAPE), "x86", per_channel=True)
     freeze_qat(model)
     fake_quants = [m for m in model.modules() if hasattr(m, "observer_enabled")]
     assert fake_quants and all(m.observer_enabled.item() == 0 for m in fake_quants)

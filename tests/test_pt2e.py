@@ -9,12 +9,12 @@ import torch
 
 from pipeline import pt2e
 from pipeline.checkpoints import floor_bytes, read_model, save_variant
+from pipeline.data import load_split
 from pipeline.latency import compiled
 from pipeline.models import CNN, accuracy, predict
-from pipeline.prepare import load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
-from pipeline.train import fit
-from tests.conftest import ROOT
+from pipeline.training import fit
+from tests.conftest import IDX_SHAPE, ROOT
 
 RECIPE = {"method": "static", "backend": "pt2e", "engine": "x86"}
 
@@ -119,9 +119,9 @@ def test_dynamic_quantizes_every_linear(fp32, data):
 def test_qat_on_a_cnn_folds_bn_and_freezes_it(trained):
     images, labels = load_split(trained / "data/prepared/train.pt")
     torch.manual_seed(0)
-    model = CNN([4, 8])
+    model = CNN([4, 8], *IDX_SHAPE)
     fit(model, images, labels, epochs=1, batch_size=32, lr=0.01, seed=0)
-    prepared = pt2e.prepare_qat(model)
+    prepared = pt2e.prepare_qat(model, [1, 28, 28])
 
     def bn_training(graph) -> list[bool]:
         return [node.args[5] for node in graph.graph.nodes if "batch_norm" in str(node.target)]

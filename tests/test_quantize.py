@@ -10,12 +10,13 @@ import torch
 
 import pipeline
 from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8, save_variant
-from pipeline.evaluate import measure_size
+from pipeline.data import load_split
 from pipeline.models import CNN, MLP, accuracy, predict
-from pipeline.prepare import load_split
 from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quantize_static, static_qconfig, use_engine
+from pipeline.stages.evaluate import measure_size
 from pipeline.torchscript import load_deployable
-from pipeline.train import fit
+from pipeline.training import fit
+from tests.conftest import IDX_ARCH, IDX_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,8 @@ def test_classic_mlp_file_sizes(tmp_path):
     """The seed model 784-50-80-30-10: about 187 KB in FP32, under 31% of that as int8, and the TorchScript file a
     user deploys within 10% of the floor (int8 weights, float32 biases and scales). Size is structure only."""
     torch.manual_seed(0)
-    model = MLP([50, 80, 30]).eval()
-    arch = {"name": "mlp", "hidden": [50, 80, 30]}
+    model = MLP([50, 80, 30], *IDX_SHAPE).eval()
+    arch = {"name": "mlp", "hidden": [50, 80, 30], **IDX_ARCH}
     images = torch.rand(64, 1, 28, 28)
     qat = prepare_qat(model, "x86", per_channel=False)
     qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
@@ -104,7 +105,7 @@ def test_classic_mlp_file_sizes(tmp_path):
 def test_weight_granularity_is_alike_for_every_method(per_channel):
     """quantize.per_channel applies to dynamic, static and QAT, so they differ only in how ranges are found."""
     torch.manual_seed(0)
-    model = MLP([8]).eval()
+    model = MLP([8], *IDX_SHAPE).eval()
     images = torch.rand(16, 1, 28, 28)
     qat = prepare_qat(model, "x86", per_channel)
     qat(images)
@@ -126,7 +127,7 @@ from pipeline.models import MLP
 from pipeline.torchscript import save_deployable
 assert pipeline.__file__.startswith(os.getcwd()), pipeline.__file__
 torch.manual_seed(0)
-save_deployable(MLP([8]).eval(), Path(sys.argv[1]))
+save_deployable(MLP([8], [1, 28, 28], 10).eval(), torch.zeros(1, 1, 28, 28), Path(sys.argv[1]))
 """
 
 
@@ -141,7 +142,7 @@ def test_deployable_file_is_the_same_from_any_checkout(tmp_path):
         subprocess.run([sys.executable, "-c", SAVE_DEPLOYABLE, str(files[-1])], cwd=copy, check=True)
     assert files[0].read_bytes() == files[1].read_bytes()
     torch.manual_seed(0)
-    model = MLP([8]).eval()
+    model = MLP([8], *IDX_SHAPE).eval()
     images = torch.rand(5, 1, 28, 28)
     assert torch.equal(load_deployable(files[0])(images), model(images))
 
@@ -150,7 +151,7 @@ def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
     torch.manual_seed(0)
     (images, labels), _ = data
     images, labels = images[:256], labels[:256]
-    model, arch = CNN([4, 8]), {"name": "cnn", "channels": [4, 8]}
+    model, arch = CNN([4, 8], *IDX_SHAPE), {"name": "cnn", "channels": [4, 8], **IDX_ARCH}
     fit(model, images, labels, epochs=1, batch_size=64, lr=0.01, seed=0)
     static = static_int8(model, images)
     qat = prepare_qat(model, "x86", per_channel=True)

@@ -8,12 +8,13 @@ import torch
 
 from pipeline.artifacts import load_json
 from pipeline.checkpoints import load_model, save_int8
+from pipeline.data import load_split
 from pipeline.errors import PipelineError
+from pipeline.mixed_precision import fewest_float_layers
 from pipeline.models import accuracy
-from pipeline.prepare import load_split
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
-from pipeline.sensitivity import fewest_float_layers, layer_sensitivity
-from tests.conftest import tiny_params, write_params
+from pipeline.stages.sensitivity import layer_sensitivity
+from tests.conftest import IDX_ARCH, tiny_params, write_params
 from tests.test_cli import run
 
 
@@ -59,7 +60,7 @@ def test_sensitivity_ranks_the_fragile_layer_first(fragile):
 def test_mixed_model_file_loads_back_exactly(fragile, tmp_path):
     model, qconfig, (images, _) = fragile
     mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=["layers.2"])
-    arch = {"name": "mlp", "hidden": [50, 80, 30]}
+    arch = {"name": "mlp", "hidden": [50, 80, 30], **IDX_ARCH}
     save_int8(
         mixed,
         arch,

@@ -9,11 +9,12 @@ import torch
 import typer
 
 from pipeline import quantize
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_variant
+from pipeline.checkpoints import load_fp32, save_variant
+from pipeline.data import load_split
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import use_engine
-from pipeline.train import fit
+from pipeline.training import fit
 
 
 def command(
@@ -33,7 +34,7 @@ def command(
     if backend == "pt2e":
         from pipeline import pt2e as flow  # torchao takes seconds to import: only where it is used
 
-        prepared = flow.prepare_qat(model)
+        prepared = flow.prepare_qat(model, arch["input"])
         per_channel = True  # as for static: Inductor lowers only per-channel weights to int8 kernels
     else:
         flow = quantize

@@ -5,7 +5,8 @@
 For each quantizable layer, with the static recipe of params.yaml: the accuracy drop (points, test set) when
 only that layer is int8 and when every layer but that one is int8, and the SQNR of its weights and of its output
 activations in the full int8 model against FP32. Rows are sorted, most sensitive first; `static.skip_layers`
-takes these names. `fewest_float_layers` is the search behind `static.max_accuracy_drop`.
+takes these names. The search behind `static.max_accuracy_drop`
+is `pipeline.mixed_precision.fewest_float_layers`.
 """
 
 from pathlib import Path
@@ -15,15 +16,24 @@ import typer
 from torch import nn
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, load_fp32
+from pipeline.checkpoints import load_fp32
+from pipeline.data import load_split
 from pipeline.fidelity import sqnr_db
-from pipeline.layers import float_weight
+from pipeline.mixed_precision import points
 from pipeline.models import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import float_twin, quantizable_layers, quantize_only, quantize_static, recipe_qconfig, use_engine
+from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.quantize import (
+    float_twin,
+    float_weight,
+    quantizable_layers,
+    quantize_only,
+    quantize_static,
+    recipe_qconfig,
+    use_engine,
+)
 
-SENSITIVITY_FILE = Path("reports/plots/sensitivity.json")
+SENSITIVITY_FILE = PLOTS_DIR / "sensitivity.json"
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
 
 
@@ -41,10 +51,6 @@ def layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor) -> d
     for hook in hooks:
         hook.remove()
     return outputs
-
-
-def points(reference: float, value: float) -> float:
-    return round((reference - value) * 100, 3)
 
 
 def layer_sensitivity(model, qconfig, calibration, batches, fused, images, labels) -> list[dict]:
@@ -69,28 +75,6 @@ def layer_sensitivity(model, qconfig, calibration, batches, fused, images, label
             }
         )
     return sorted(rows, key=lambda row: row["drop_only_this_int8"], reverse=True)
-
-
-def fewest_float_layers(model, qconfig, images, labels, batches, fused, start: list[str], budget: float) -> list[str]:
-    """Keep layers in FP32, most harmful in int8 first, until accuracy on `images` is within `budget` points.
-
-    Scored on the calibration images, never the test set, so the choice is not tuned on what evaluates it.
-    """
-    baseline = accuracy(model, images, labels)
-    reference = float_twin(model, fused)
-    candidates = [name for name in quantizable_layers(reference) if name not in start]
-    only = {
-        name: accuracy(quantize_only(model, name, qconfig, images, batches, fused), images, labels)
-        for name in candidates
-    }
-    kept = list(start)
-    for name in [None, *sorted(candidates, key=only.get)]:
-        if name is not None:
-            kept.append(name)
-        int8 = quantize_static(model, qconfig, images, batches, fused, skip_layers=kept)
-        if points(baseline, accuracy(int8, images, labels)) <= budget:
-            break
-    return kept
 
 
 def command(

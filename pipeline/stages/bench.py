@@ -14,12 +14,14 @@ import typer
 from torch import nn
 
 from pipeline.latency import best_of, compiled, time_models, unsaved_forms
-from pipeline.models import build
+from pipeline.models import build, example_input
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.quantize import quantize_dynamic, quantize_static, static_qconfig, use_engine
 
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
+# Models of the IDX data sets' shape: 28x28 grey images, 10 classes.
+INPUT_SHAPE, CLASSES = [1, 28, 28], 10
 
 
 def cell(entry: dict) -> str:
@@ -56,22 +58,22 @@ def command(
             f"{unknown} not supported here; choose from {torch.backends.quantized.supported_engines}"
         )
     torch.set_num_threads(params.evaluate.threads)
-    images = torch.rand(max(timing.batch_sizes), 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(max(timing.batch_sizes), *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, median ms and best form per batch\n")
     header = ["arch", "backend", "batch", "fp32", "dynamic int8", "static int8", "dynamic x faster", "static x faster"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arch in (
-        {"name": "mlp", "hidden": list(params.train.hidden)},
-        {"name": "cnn", "channels": list(params.train.channels)},
+        {"name": "mlp", "hidden": list(params.train.hidden), "input": INPUT_SHAPE, "classes": CLASSES},
+        {"name": "cnn", "channels": list(params.train.channels), "input": INPUT_SHAPE, "classes": CLASSES},
     ):
         torch.manual_seed(params.seed)
         fp32 = build(arch).eval()
-        forms = {"fp32": unsaved_forms(fp32, "fp32")}
+        forms = {"fp32": unsaved_forms(fp32, "fp32", example_input(arch))}
         backends = []
         for backend, variants, exported in int8_variants(fp32, images, engines, pt2e, params.quantize.per_channel):
             backends.append(backend)
             for name, model in variants.items():  # eager int8 weights stay packed for the engine they were made on
-                found = {"compiled": compiled(model)} if exported else unsaved_forms(model, "int8")
+                found = {"compiled": compiled(model)} if exported else unsaved_forms(model, "int8", example_input(arch))
                 forms[backend, name] = found
         best = {model: best_of(timings) for model, timings in time_models(forms, images, timing).items()}
         for backend, key in itertools.product(backends, best["fp32"]):

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_variant
+from pipeline.checkpoints import load_fp32, save_variant
+from pipeline.data import load_split
 from pipeline.errors import PipelineError
+from pipeline.mixed_precision import fewest_float_layers
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import quantize_static, recipe_qconfig, use_engine
-from pipeline.sensitivity import fewest_float_layers
 
 
 def command(

@@ -2,7 +2,8 @@
 
     python -m pipeline prepare
 
-Images stay uint8 on disk (a quarter of the float size) and become floats in [0, 1] when a stage loads them.
+Images stay uint8 on disk (a quarter of the float size) and become floats in [0, 1] when a stage loads them
+(`pipeline.data.load_split`). Beside them, dataset.json records the image size and the class names.
 """
 
 from pathlib import Path
@@ -10,36 +11,35 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import load_torch, save_torch
-from pipeline.download import RAW_DIR
+from pipeline.artifacts import save_torch
+from pipeline.data import DataInfo, write_info
+from pipeline.datasets import SPLIT_FILES, registry
 from pipeline.errors import PipelineError
 from pipeline.idx import read_idx
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-
-PREPARED_DIR = Path("data/prepared")
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
+from pipeline.paths import PREPARED_DIR, RAW_DIR
 
 
-def read_split(raw_dir: Path, images_file: str, labels_file: str) -> dict[str, torch.Tensor]:
-    """Images (N, 28, 28) uint8 and labels (N,) int64, checked against each other."""
+def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:
+    """Images (N, H, W) uint8 and labels (N,) int64, checked against each other."""
     images = read_idx(raw_dir / images_file, ndim=3)
     labels = read_idx(raw_dir / labels_file, ndim=1)
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise PipelineError(f"{raw_dir / images_file}: expected 28x28 images, found {tuple(images.shape[1:])}")
     if len(images) != len(labels):
         raise PipelineError(
             f"{raw_dir}: {len(images)} images in {images_file} but {len(labels)} labels in {labels_file}"
         )
     if len(labels) == 0:
         raise PipelineError(f"{raw_dir / labels_file}: holds no examples")
-    if labels.max() >= NUM_CLASSES:
-        raise PipelineError(f"{raw_dir / labels_file}: label {int(labels.max())} is outside 0..{NUM_CLASSES - 1}")
+    if labels.max() >= classes:
+        raise PipelineError(f"{raw_dir / labels_file}: label {int(labels.max())} is outside 0..{classes - 1}")
     return {"images": images, "labels": labels.long()}
+
+
+def same_image_size(splits: dict[str, dict], raw_dir: Path) -> tuple[int, int]:
+    sizes = {name: tuple(split["images"].shape[1:]) for name, split in splits.items()}
+    if len(set(sizes.values())) > 1:
+        raise PipelineError(f"{raw_dir}: the splits' images differ in size: {sizes}")
+    return next(iter(sizes.values()))
 
 
 def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -50,17 +50,6 @@ def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> di
     return {name: tensor[index] for name, tensor in train.items()}
 
 
-def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prepared split as model inputs: float images (N, 1, 28, 28) in [0, 1] and int64 labels."""
-    split = load_torch(path)
-    images, labels = split.get("images"), split.get("labels")
-    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) or images.dtype != torch.uint8:
-        raise PipelineError(f"{path}: not a prepared split (expected uint8 'images' and 'labels' tensors)")
-    if len(images) == 0 or len(images) != len(labels):
-        raise PipelineError(f"{path}: {len(images)} images and {len(labels)} labels; expected equal and non-zero")
-    return images.unsqueeze(1).float().div(255), labels
-
-
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     raw_dir: Path = typer.Option(RAW_DIR, "--raw", help="folder holding <dataset>/*.gz"),
@@ -68,9 +57,12 @@ def command(
 ) -> None:
     """Parse the raw IDX files into train, test and calibration tensors."""
     params = load_params(params_file)
-    dataset_dir = raw_dir / params.data.dataset
-    splits = {name: read_split(dataset_dir, *files) for name, files in SPLIT_FILES.items()}
+    dataset = registry()[params.data.dataset]
+    dataset_dir = raw_dir / dataset.name
+    splits = {name: read_split(dataset_dir, *files, len(dataset.classes)) for name, files in SPLIT_FILES.items()}
+    height, width = same_image_size(splits, dataset_dir)
     splits["calib"] = draw_calibration(splits["train"], params.calibration.size, params.seed)
     for name, split in splits.items():  # written only once everything has parsed
         save_torch(split, out_dir / f"{name}.pt")
         typer.echo(f"{name}: {len(split['labels'])} images")
+    write_info(DataInfo(dataset.name, 1, height, width, dataset.classes), out_dir)

@@ -8,8 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.artifacts import load_json, save_text
-from pipeline.evaluate import METRICS_FILE, PLOTS_DIR, VARIANTS
-from pipeline.train import TRAINING_HISTORY
+from pipeline.paths import METRICS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
 
 FIGURES_DIR = Path("reports/figures")
 SUMMARY_FILE = Path("reports/summary.md")
@@ -59,7 +58,8 @@ def summary_markdown(metrics: dict) -> str:
     backend = "eager (torch.ao)" if env["backend"] == "eager" else f"pt2e (torchao {env['torchao']})"
     machine = (
         f"int8 backend {backend}. "
-        f"Measured with torch {env['torch']}, quantized engine {env['quantized_engine']}, CPU capability "
+        f"Measured on {env.get('cpu_model', 'an unrecorded CPU')} with torch {env['torch']}, quantized engine "
+        f"{env['quantized_engine']}, CPU capability "
         f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
         f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
         f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."

@@ -16,13 +16,14 @@ from torch import nn
 
 from pipeline.affine import moving_average, qparams, quantize
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, load_fp32
+from pipeline.checkpoints import load_fp32
+from pipeline.data import load_split
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.prepare import PREPARED_DIR, load_split
-from pipeline.quantize import float_twin, quantize_static, recipe_qconfig, use_engine
+from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.quantize import float_twin, float_weight, quantize_static, recipe_qconfig, use_engine
 
-LAYERS_FILE = Path("reports/plots/layers.json")
-HISTOGRAMS_FILE = Path("reports/plots/weight_histograms.json")
+LAYERS_FILE = PLOTS_DIR / "layers.json"
+HISTOGRAMS_FILE = PLOTS_DIR / "weight_histograms.json"
 AFFINE_FILE = Path("reports/affine.json")
 HISTOGRAM_BINS = 40
 
@@ -30,11 +31,6 @@ HISTOGRAM_BINS = 40
 def quantized_layers(int8: nn.Module) -> dict[str, nn.Module]:
     """Modules holding int8 weights (quantized Linear and Conv, fused or not), by name."""
     return {name: module for name, module in int8.named_modules() if callable(getattr(module, "weight", None))}
-
-
-def float_weight(module: nn.Module) -> torch.Tensor:
-    """The FP32 weight of a plain or fused module (after fusion, BN is already folded into it)."""
-    return (module.weight if isinstance(getattr(module, "weight", None), torch.Tensor) else module[0].weight).detach()
 
 
 @torch.no_grad()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, load_fp32, save_variant
+from pipeline.checkpoints import load_fp32, save_variant
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
+from pipeline.paths import FP32_MODEL, INT8_MODELS
 from pipeline.quantize import quantize_dynamic, use_engine
 
 

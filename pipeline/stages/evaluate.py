@@ -18,26 +18,24 @@ import typer
 from torch import nn
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import FP32_MODEL, INT8_MODELS, deployable_path, floor_bytes, model_file, read_model
+from pipeline.checkpoints import deployable_path, floor_bytes, model_file, read_model
+from pipeline.data import load_split
 from pipeline.fidelity import logits, score
 from pipeline.latency import (
     best_of,
     compiled,
     compiled_forms,
     cpu_flags,
+    cpu_model,
     example_batch,
     time_calls,
     time_models,
     unsaved_forms,
 )
 from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
-from pipeline.prepare import PREPARED_DIR, load_split
+from pipeline.paths import INT8_MODELS, METRICS_FILE, PLOTS_DIR, PREPARED_DIR, VARIANTS
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
 from pipeline.torchscript import load_deployable
-
-VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}
-METRICS_FILE = Path("reports/metrics.json")
-PLOTS_DIR = Path("reports/plots")
 
 
 def latency_summary(forms: dict) -> dict:
@@ -102,6 +100,7 @@ def environment(threads: int, backend: str) -> dict:
         "torch": torch.__version__,
         "torchao": version("torchao") if backend == "pt2e" else "not used",
         "quantized_engine": torch.backends.quantized.engine if backend == "eager" else "none (Inductor's oneDNN)",
+        "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": " ".join(cpu_flags()),
         "processor": platform.machine(),
@@ -177,7 +176,7 @@ def command(
     fusion_measured = recipes["static"].get("backend") != "pt2e"  # torch.compile always fuses
     if fusion_measured:
         counterpart = fusion_counterpart(models["fp32"], recipes["static"], calibration, params.calibration.batches)
-        forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8")
+        forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8", images[:1])
     latencies = {name: latency_summary(timings) for name, timings in time_models(forms, images, settings).items()}
     results = {}
     for name, model in models.items():

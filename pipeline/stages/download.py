@@ -7,65 +7,19 @@ dataset-fashion-mnist), then the official mirrors that torchvision lists. A file
 checksum is an error, not a reason to look elsewhere: it means that copy is damaged.
 """
 
-import functools
 import gzip
 import hashlib
 import shutil
 import urllib.error
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from pipeline.artifacts import atomic_path, first_line
+from pipeline.datasets import DataFile, Dataset, registry
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-
-RAW_DIR = Path("data/raw")
-
-
-@dataclass(frozen=True)
-class DataFile:
-    name: str
-    md5: str  # of the .gz file as published
-    content_md5: str | None = None  # of the decompressed bytes, which survive recompression by a distribution
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    files: tuple[DataFile, ...]
-    mirrors: tuple[str, ...]
-    system_dir: Path | None = None
-
-
-# Debian recompresses Fashion-MNIST (new gzip header), so its .gz MD5s differ from the published ones while the
-# IDX bytes inside are the same. These are the MD5s of those IDX bytes.
-FASHION_CONTENT_MD5 = {
-    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
-}
-
-
-@functools.cache
-def registry() -> dict[str, Dataset]:
-    """Files, MD5s and mirrors as torchvision lists them, keyed by the name `data.dataset` takes."""
-    from torchvision.datasets import (
-        MNIST,
-        FashionMNIST,
-    )  # imported here: it takes seconds, and only this stage needs it
-
-    return {
-        "fashion-mnist": Dataset(
-            "fashion-mnist",
-            tuple(DataFile(name, md5, FASHION_CONTENT_MD5[name]) for name, md5 in FashionMNIST.resources),
-            tuple(FashionMNIST.mirrors),
-            Path("/usr/share/datasets/fashion-mnist"),
-        ),
-        "mnist": Dataset("mnist", tuple(DataFile(name, md5) for name, md5 in MNIST.resources), tuple(MNIST.mirrors)),
-    }
+from pipeline.paths import RAW_DIR
 
 
 def md5_of(stream) -> str:

@@ -1,0 +1,15 @@
+"""Where the files one stage writes and another reads lie, as dvc.yaml declares them (relative to the repository
+root). Files only one stage touches are named in that stage's module."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")  # download -> prepare: data/raw/<dataset>/
+PREPARED_DIR = Path("data/prepared")  # prepare -> every later stage: train/test/calib.pt and dataset.json
+
+FP32_MODEL = Path("models/fp32.pt")  # train -> quantization stages, evaluate, layers, sensitivity
+INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "static", "qat")}
+VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
+
+TRAINING_HISTORY = Path("reports/plots/training.json")  # train -> report
+METRICS_FILE = Path("reports/metrics.json")  # evaluate -> report
+PLOTS_DIR = Path("reports/plots")  # evaluate, layers, sensitivity -> report

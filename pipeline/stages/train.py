@@ -1,0 +1,48 @@
+"""Stage `train`: the FP32 model, with Adam, from the prepared training split.
+
+python -m pipeline train
+"""
+
+from pathlib import Path
+
+import torch
+import typer
+
+from pipeline.artifacts import save_json
+from pipeline.checkpoints import save_fp32
+from pipeline.data import load_split, read_info
+from pipeline.models import architecture, build
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
+from pipeline.paths import FP32_MODEL, PREPARED_DIR, TRAINING_HISTORY
+from pipeline.training import fit, pick_device
+
+
+def command(
+    params_file: ParamsOption = PARAMS_FILE,
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and test.pt"),
+    out: Path = typer.Option(FP32_MODEL, "--out", help="FP32 checkpoint to write"),
+    history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
+) -> None:
+    """Train the FP32 model."""
+    params = load_params(params_file)
+    device = pick_device(params.train.device)
+    torch.set_num_threads(params.train.threads)
+    images, labels = load_split(data_dir / "train.pt")
+    test = load_split(data_dir / "test.pt")
+    torch.manual_seed(params.seed)
+    arch = architecture(params.train, read_info(data_dir))
+    model = build(arch)
+    history = fit(
+        model,
+        images,
+        labels,
+        epochs=params.train.epochs,
+        batch_size=params.train.batch_size,
+        lr=params.train.lr,
+        seed=params.seed,
+        schedule=params.train.lr_schedule,
+        device=device,
+        test=test,
+    )
+    save_fp32(model, arch, out)
+    save_json(history, history_out)

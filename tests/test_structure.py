@@ -1,0 +1,105 @@
+"""The package's two layers, and dvc.yaml held to the code.
+
+Stage modules (pipeline/stages/) stand on library modules (the rest of pipeline/), never on each other. DVC re-runs
+a stage only when one of its deps changes, so each stage's deps must list its module and every library module it
+imports, directly or through others: a module missing there is a change that leaves a stale result behind.
+"""
+
+import ast
+import shutil
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from tests.conftest import ROOT
+
+PACKAGE = "pipeline"
+STAGES = Path(PACKAGE, "stages")
+
+
+def imports_of(path: Path, root: Path) -> set[Path]:
+    """The package's module files that `path` imports, at the top or inside a function, relative to `root`."""
+    names = set()
+    for node in ast.walk(ast.parse((root / path).read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from pipeline import pt2e` imports a module by the name of a package's attribute.
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    files = {Path(*name.split(".")).with_suffix(".py") for name in names if name.split(".")[0] == PACKAGE}
+    return {file for file in files if (root / file).is_file()}
+
+
+def closure(module: Path, root: Path) -> set[Path]:
+    """`module` and every package module it imports, directly or not."""
+    found, todo = set(), [module]
+    while todo:
+        path = todo.pop()
+        if path not in found:
+            found.add(path)
+            todo += imports_of(path, root)
+    return found
+
+
+def stage_module(command: str) -> Path:
+    """`python -m pipeline train` runs pipeline/stages/train.py."""
+    return STAGES / f"{command.split()[-1]}.py"
+
+
+def dependency_problems(root: Path) -> list[str]:
+    """One line per disagreement between a stage's code deps in dvc.yaml and what its module imports."""
+    stages = YAML(typ="safe").load((root / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for stage, spec in stages.items():
+        needed = closure(stage_module(spec["cmd"]), root)
+        listed = {Path(dep) for dep in spec["deps"] if Path(dep).parts[0] == PACKAGE}
+        problems += [f"stage '{stage}': imports {path} but its deps do not list it" for path in sorted(needed - listed)]
+        problems += [f"stage '{stage}': lists {path} but does not import it" for path in sorted(listed - needed)]
+    return problems
+
+
+def modules(root: Path) -> list[Path]:
+    return sorted(path.relative_to(root) for path in (root / PACKAGE).rglob("*.py") if path.name != "__init__.py")
+
+
+def test_every_stage_lists_exactly_the_code_it_imports():
+    assert dependency_problems(ROOT) == []
+
+
+def test_an_import_without_its_dep_is_named(tmp_path):
+    shutil.copytree(ROOT / PACKAGE, tmp_path / PACKAGE)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    with open(tmp_path / STAGES / "static.py", "a") as module:
+        module.write("\nfrom pipeline import plots  # noqa\n")
+    assert dependency_problems(tmp_path) == ["stage 'static': imports pipeline/plots.py but its deps do not list it"]
+
+
+def test_a_dep_the_code_does_not_import_is_named(tmp_path):
+    shutil.copytree(ROOT / PACKAGE, tmp_path / PACKAGE)
+    (tmp_path / "dvc.yaml").write_text(
+        (ROOT / "dvc.yaml")
+        .read_text()
+        .replace(
+            "      - pipeline/stages/report.py\n", "      - pipeline/stages/report.py\n      - pipeline/pt2e.py\n", 1
+        )
+    )
+    assert dependency_problems(tmp_path) == ["stage 'report': lists pipeline/pt2e.py but does not import it"]
+
+
+def test_stages_stand_on_the_library_never_on_each_other():
+    """Only the command line (`pipeline/__main__.py`, which composes the stages' commands) imports a stage."""
+    crossings = [
+        f"{path} imports {imported}"
+        for path in modules(ROOT)
+        if path.name != "__main__.py"
+        for imported in imports_of(path, ROOT)
+        if imported.parent == STAGES and imported != path
+    ]
+    assert crossings == []
+
+
+def test_package_inits_hold_no_code():
+    """An `__init__` runs on every import from its package; code there would be a dependency no test sees."""
+    for init in (ROOT / PACKAGE).rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body), init
