@@ -53,7 +53,7 @@ def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> di
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     raw_dir: Path = typer.Option(RAW_DIR, "--raw", help="folder holding <dataset>/*.gz"),
-    out_dir: Path = typer.Option(PREPARED_DIR, "--out", help="folder that receives train/test/calib.pt"),
+    out_dir: Path = typer.Option(PREPARED_DIR, "--out", help="folder for train/test/calib.pt and dataset.json"),
 ) -> None:
     """Parse the raw IDX files into train, test and calibration tensors."""
     params = load_params(params_file)

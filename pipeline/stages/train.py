@@ -19,7 +19,7 @@ from pipeline.training import fit, pick_device
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and test.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt and dataset.json"),
     out: Path = typer.Option(FP32_MODEL, "--out", help="FP32 checkpoint to write"),
     history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
 ) -> None:
