@@ -138,24 +138,26 @@ def best_of(forms: dict[str, dict]) -> dict[str, dict]:
     }
 
 
-def cpu_model() -> str:
-    """The CPU's model name with its family and model numbers (Linux): int8 speed and FP32 training's rounding
-    both depend on it, and virtual machines often report a bare name such as "AMD EPYC" for several generations."""
+def cpu_info() -> dict[str, str]:
+    """The fields /proc/cpuinfo gives for the first processor (Linux); empty where there is no such file."""
     try:
         first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
     except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def cpu_model(info: dict[str, str]) -> str:
+    """The CPU's model name with its family and model numbers: int8 speed and FP32 training's rounding both depend
+    on it, and virtual machines often report a bare name such as "AMD EPYC" for several generations."""
+    if not info:
         return platform.processor() or "unknown"
-    fields = {
-        key.strip(): value.strip() for key, value in (line.split(":", 1) for line in first.splitlines() if ":" in line)
-    }
-    name, family, model = (fields.get(key, "?") for key in ("model name", "cpu family", "model"))
+    name, family, model = (info.get(key, "?") for key in ("model name", "cpu family", "model"))
     return f"{name} (family {family}, model {model})"
 
 
-def cpu_flags() -> list[str]:
-    """The instruction-set extensions int8 kernels use, as the CPU reports them (Linux)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
-        return []
+def cpu_flags(info: dict[str, str]) -> list[str]:
+    """The instruction-set extensions int8 kernels use, as the CPU reports them."""
+    flags = set(info.get("flags", "").split())
     return [flag for flag in CPU_FLAGS if flag in flags]

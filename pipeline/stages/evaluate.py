@@ -26,6 +26,7 @@ from pipeline.latency import (
     compiled,
     compiled_forms,
     cpu_flags,
+    cpu_info,
     cpu_model,
     example_batch,
     time_calls,
@@ -95,14 +96,15 @@ def against(baseline: dict, variant: dict) -> dict:
 
 
 def environment(threads: int, backend: str) -> dict:
+    cpu = cpu_info()
     return {
         "backend": backend,
         "torch": torch.__version__,
         "torchao": version("torchao") if backend == "pt2e" else "not used",
         "quantized_engine": torch.backends.quantized.engine if backend == "eager" else "none (Inductor's oneDNN)",
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_model(cpu),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": " ".join(cpu_flags()),
+        "cpu_flags": " ".join(cpu_flags(cpu)),
         "processor": platform.machine(),
         "threads": threads,
     }

@@ -58,7 +58,7 @@ def summary_markdown(metrics: dict) -> str:
     backend = "eager (torch.ao)" if env["backend"] == "eager" else f"pt2e (torchao {env['torchao']})"
     machine = (
         f"int8 backend {backend}. "
-        f"Measured on {env.get('cpu_model', 'an unrecorded CPU')} with torch {env['torch']}, quantized engine "
+        f"Measured on {env['cpu_model']} with torch {env['torch']}, quantized engine "
         f"{env['quantized_engine']}, CPU capability "
         f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
         f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
