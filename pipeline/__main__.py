@@ -16,6 +16,7 @@ from pipeline.stages import (
     dynamic,
     evaluate,
     layers,
+    predict,
     prepare,
     qat,
     report,
@@ -70,6 +71,7 @@ def one_line_errors(command):
 for name, module in STAGES.items():
     app.command(name)(one_line_errors(module.command))
 app.command("bench")(one_line_errors(bench.command))
+app.command("predict")(one_line_errors(predict.command))
 
 if __name__ == "__main__":
     app()

@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from pipeline.artifacts import atomic_dir, atomic_path, copy_zip, first_line, load_torch, save_torch
+from pipeline.contract import write_contract
+from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.models import build, example_input
 from pipeline.quantize import empty_int8
@@ -43,10 +45,11 @@ def deployable_path(path: Path) -> Path:
     return path if path.suffix == ".pt2" else path.with_suffix(".ts")
 
 
-def save_fp32(model: nn.Module, arch: dict, path: Path) -> None:
-    """The checkpoint (weights and arch) and its deployable TorchScript twin."""
+def save_fp32(model: nn.Module, arch: dict, path: Path, data: DataInfo) -> None:
+    """The checkpoint (weights and arch), its deployable TorchScript twin and that file's input contract."""
     save_torch({"kind": "fp32", "arch": arch, "state_dict": model.state_dict()}, path)
     save_deployable(model, example_input(arch), deployable_path(path))
+    write_contract(deployable_path(path), data, engine=None)
 
 
 def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
@@ -55,13 +58,16 @@ def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     save_deployable(model, example_input(arch), deployable_path(path))
 
 
-def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path) -> None:
-    """Write an int8 variant's folder, whole or not at all: eager files, or a torch.export archive for pt2e."""
+def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path, data: DataInfo) -> None:
+    """Write an int8 variant's folder, whole or not at all: eager files, or a torch.export archive for pt2e, and
+    the deployable file's input contract."""
     with atomic_dir(folder) as temporary:
         if recipe["backend"] == "pt2e":
             save_exported(model, arch, recipe, temporary / EXPORTED_FILE)
         else:
             save_int8(model, arch, recipe, temporary / EAGER_FILE)
+        engine = recipe["engine"] if recipe["backend"] == "eager" else None  # eager int8 weights are packed for it
+        write_contract(deployable_path(temporary), data, engine)
 
 
 def save_exported(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:

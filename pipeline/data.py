@@ -1,8 +1,12 @@
 """The prepared data: what the `prepare` stage writes and every later stage reads.
 
-data/prepared/ holds `train.pt`, `test.pt` and `calib.pt`, each {"images": uint8, "labels": int64} with images
-(N, H, W) for one channel or (N, C, H, W), and `dataset.json`: the facts about the data that models are built
-from (channels, height, width, class names), so that no stage assumes them.
+data/prepared/ holds `train.pt`, `test.pt` and `calib.pt`, each {"images", "labels": int64} with images (N, H, W)
+for one channel or (N, C, H, W), and `dataset.json`: the facts about the data that models are built from
+(channels, height, width, class names) and the normalization they expect, so that no stage assumes them.
+
+Images are uint8 pixels where the source is 8-bit (a quarter of the float size) or float32 model inputs where the
+source gave floats. `model_inputs` turns them into what a model takes: pixels / 255, then (x - mean) / std per
+channel where a normalization is set. Every stage and `predict` go through it.
 """
 
 import json
@@ -15,6 +19,7 @@ from pipeline.artifacts import load_json, load_torch, save_json
 from pipeline.errors import PipelineError
 
 INFO_FILE = "dataset.json"
+PREPARED_TYPES = (torch.uint8, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class DataInfo:
     height: int
     width: int
     classes: tuple[str, ...]  # class names, in label order
+    mean: tuple[float, ...] | None = None  # per channel, subtracted after scaling pixels to [0, 1]
+    std: tuple[float, ...] | None = None  # per channel, divided by after the mean
 
     @property
     def input_shape(self) -> list[int]:
@@ -37,26 +44,44 @@ def write_info(info: DataInfo, folder: Path) -> None:
 
 def read_info(folder: Path) -> DataInfo:
     path = folder / INFO_FILE
-    raw = load_json(path)
+    return info_from(load_json(path), path)
+
+
+def info_from(raw: dict, path: Path) -> DataInfo:
+    """A DataInfo from its JSON form; anything else is an error naming `path`."""
     try:
-        info = DataInfo(**{**raw, "classes": tuple(raw["classes"])})
-    except (TypeError, KeyError) as error:
+        tuples = {key: tuple(raw[key]) for key in ("classes", "mean", "std") if raw.get(key) is not None}
+        info = DataInfo(**{**raw, **tuples})
+    except (TypeError, KeyError, AttributeError) as error:
         raise PipelineError(f"{path}: not a description of prepared data ({error})") from None
     if min(info.channels, info.height, info.width, len(info.classes)) < 1:
         raise PipelineError(f"{path}: channels, height, width and classes must be positive ({json.dumps(raw)})")
     return info
 
 
+def model_inputs(images: torch.Tensor, info: DataInfo) -> torch.Tensor:
+    """Images (N, C, H, W) as the model takes them: uint8 pixels scaled to [0, 1], then normalized if set."""
+    inputs = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    if info.mean is not None:
+        shape = (1, len(info.mean), 1, 1)
+        inputs = (inputs - torch.tensor(info.mean).view(shape)) / torch.tensor(info.std).view(shape)
+    return inputs
+
+
 def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prepared split as model inputs: float images (N, C, H, W) in [0, 1] and int64 labels."""
+    """A prepared split as model inputs (`model_inputs`, with the description in its folder) and int64 labels."""
     split = load_torch(path)
     images, labels = split.get("images"), split.get("labels")
-    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) or images.dtype != torch.uint8:
-        raise PipelineError(f"{path}: not a prepared split (expected uint8 'images' and 'labels' tensors)")
+    if (
+        not isinstance(images, torch.Tensor)
+        or not isinstance(labels, torch.Tensor)
+        or images.dtype not in PREPARED_TYPES
+    ):
+        raise PipelineError(f"{path}: not a prepared split (expected uint8 or float32 'images' and 'labels' tensors)")
     if images.ndim not in (3, 4):
         raise PipelineError(f"{path}: images of shape {tuple(images.shape)}; expected (N, H, W) or (N, C, H, W)")
     if len(images) == 0 or len(images) != len(labels):
         raise PipelineError(f"{path}: {len(images)} images and {len(labels)} labels; expected equal and non-zero")
     if images.ndim == 3:  # one channel, stored without its axis
         images = images.unsqueeze(1)
-    return images.float().div(255), labels
+    return model_inputs(images, read_info(path.parent)), labels

@@ -23,9 +23,16 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    dataset: Literal["fashion-mnist", "mnist"]
-    local_dir: str | None  # a folder holding the four IDX gz files, tried before the system copy and HTTP
+    # IDX data sets are downloaded; `imagefolder` and `tensors` are your own, read from local_dir
+    dataset: Literal["fashion-mnist", "mnist", "imagefolder", "tensors"]
+    # IDX: a folder tried first for the four gz files; imagefolder: train/ and test/, a folder per class inside
+    # each; tensors: train.pt and test.pt. A DVC dependency of `download`, so changing what it holds re-runs it.
+    local_dir: str
     verify_md5: bool  # false only for your own IDX files, which have no known checksum
+    channels: Literal[1, 3] | None  # convert every image to grey (1) or RGB (3); null keeps the source's
+    image_size: list[PositiveInt] | None = Field(min_length=2, max_length=2)  # [height, width]; null keeps it
+    mean: list[float] | None  # per channel: the model takes (pixels / 255 - mean) / std; null: pixels / 255
+    std: list[PositiveFloat] | None
 
 
 class CalibrationParams(Section):

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from pipeline.__main__ import app
+from pipeline.data import DataInfo
 from pipeline.datasets import SPLIT_FILES
 from pipeline.idx import write_idx
 
@@ -19,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The models of the synthetic IDX data: 28x28 grey images, 10 classes, as MLP(widths, *IDX_SHAPE) or in an arch.
 IDX_SHAPE = ([1, 28, 28], 10)
 IDX_ARCH = {"input": [1, 28, 28], "classes": 10}
+IDX_INFO = DataInfo("synthetic", 1, 28, 28, tuple(str(label) for label in range(10)))
 
 
 def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +43,41 @@ def write_dataset(folder: Path, train_count: int = 400, test_count: int = 200) -
         write_idx(images, folder / images_file)
         write_idx(labels, folder / labels_file)
     return folder
+
+
+COLOURS = {"blue": 2, "green": 1, "red": 0}  # class name: the channel that is bright in its square
+
+
+def colour_images(count: int, seed: int, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy RGB images (N, 3, size, size) uint8 whose class is the colour of one bright square."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, len(COLOURS), (count,), generator=generator)
+    images = torch.randint(0, 80, (count, 3, size, size), generator=generator, dtype=torch.uint8)
+    for image, label in zip(images, labels):
+        channel = sorted(COLOURS.values())[label]
+        image[channel, 2 : size - 2, 2 : size - 2] = 200
+    return images, labels
+
+
+def write_image_folder(root: Path, train_count: int = 90, test_count: int = 45) -> Path:
+    """train/ and test/ with a folder of PNG files per class (blue, green, red)."""
+    names = sorted(COLOURS)
+    for split, (count, seed) in {"train": (train_count, 3), "test": (test_count, 4)}.items():
+        images, labels = colour_images(count, seed)
+        for index, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:04d}.png")
+    return root
+
+
+def write_tensor_files(root: Path, train_count: int = 90, test_count: int = 45) -> Path:
+    """train.pt and test.pt of the same colour images, as {"images", "labels", "classes"}."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, (count, seed) in {"train": (train_count, 3), "test": (test_count, 4)}.items():
+        images, labels = colour_images(count, seed)
+        torch.save({"images": images, "labels": labels, "classes": sorted(COLOURS)}, root / f"{split}.pt")
+    return root
 
 
 def tiny_params(local_dir: Path, **overrides) -> dict:

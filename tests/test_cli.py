@@ -49,7 +49,9 @@ def test_download_md5_mismatch_leaves_nothing(project, raw_dir):
 
 def test_download_unknown_dataset(project, raw_dir):
     write_params(project / "params.yaml", tiny_params(raw_dir, **{"data.dataset": "cifar10"}))
-    assert_clean_failure(run("download"), "data.dataset: Input should be 'fashion-mnist' or 'mnist'")
+    assert_clean_failure(
+        run("download"), "data.dataset: Input should be 'fashion-mnist', 'mnist', 'imagefolder' or 'tensors'"
+    )
 
 
 def test_prepare_truncated_idx_leaves_nothing(project, raw_dir):

@@ -29,7 +29,11 @@ def edited(tmp_path, old: str, new: str):
         ("  epochs: 10", "  epochs: 0", "train.epochs: Input should be greater than 0"),
         ("  batch_size: 64", "  batch_size: -8", "train.batch_size: Input should be greater than 0"),
         ("  lr: 0.001", "  lr: [0.001]", "train.lr: Input should be a valid number"),
-        ("dataset: fashion-mnist", "dataset: cifar10", "data.dataset: Input should be 'fashion-mnist' or 'mnist'"),
+        (
+            "dataset: fashion-mnist",
+            "dataset: cifar10",
+            "data.dataset: Input should be 'fashion-mnist', 'mnist', 'imagefolder' or 'tensors'",
+        ),
         (
             "observer: minmax",
             "observer: entropy",

@@ -14,7 +14,7 @@ from pipeline.latency import compiled
 from pipeline.models import CNN, accuracy, predict
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
 from pipeline.training import fit
-from tests.conftest import IDX_SHAPE, ROOT
+from tests.conftest import IDX_INFO, IDX_SHAPE, ROOT
 
 RECIPE = {"method": "static", "backend": "pt2e", "engine": "x86"}
 
@@ -59,7 +59,7 @@ def test_saved_archive_loads_whole(fp32, data, tmp_path):
     (calibration, _), (images, _) = data
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
-    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static")
+    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static", IDX_INFO)
     loaded, settings = read_model(tmp_path / "int8_static", expect="int8")
     assert settings == {"kind": "int8", "arch": info["arch"], "recipe": RECIPE}
     with torch.inference_mode():
@@ -75,7 +75,7 @@ def test_saving_twice_gives_the_same_bytes_without_the_checkout_path(fp32, data,
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
     for copy in ("a", "b"):
-        save_variant(graph, info["arch"], RECIPE, tmp_path / copy)
+        save_variant(graph, info["arch"], RECIPE, tmp_path / copy, IDX_INFO)
     archive = (tmp_path / "a/model.pt2").read_bytes()
     assert archive == (tmp_path / "b/model.pt2").read_bytes()
     with zipfile.ZipFile(tmp_path / "a/model.pt2") as records:
@@ -88,7 +88,7 @@ def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):
     (calibration, _), _ = data
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
-    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static")
+    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static", IDX_INFO)
     code = (
         "import sys; from pathlib import Path; import torch._inductor.config as config; "
         "from pipeline.checkpoints import read_model; read_model(Path(sys.argv[1])); "

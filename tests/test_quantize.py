@@ -16,7 +16,7 @@ from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quanti
 from pipeline.stages.evaluate import measure_size
 from pipeline.torchscript import load_deployable
 from pipeline.training import fit
-from tests.conftest import IDX_ARCH, IDX_SHAPE
+from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,12 @@ def test_classic_mlp_file_sizes(tmp_path):
     qat = prepare_qat(model, "x86", per_channel=False)
     qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
     variants = {"dynamic": quantize_dynamic(model), "static": static_int8(model, images), "qat": convert_qat(qat)}
-    save_fp32(model, arch, tmp_path / "fp32.pt")
+    save_fp32(model, arch, tmp_path / "fp32.pt", IDX_INFO)
     fp32_size = (tmp_path / "fp32.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
     for name, int8 in variants.items():
         recipe = {"method": name, "backend": "eager", "engine": "x86", "fused": True}
-        save_variant(int8, arch, recipe, tmp_path / name)
+        save_variant(int8, arch, recipe, tmp_path / name, IDX_INFO)
         size = measure_size(int8, tmp_path / name)
         assert size["size_bytes"] < 0.31 * fp32_size
         assert 1 < size["deploy_floor_ratio"] <= 1.10, name

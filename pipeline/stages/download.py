@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.artifacts import atomic_path, first_line
+from pipeline.artifacts import atomic_dir, atomic_path, first_line
 from pipeline.datasets import DataFile, Dataset, registry
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
@@ -87,13 +87,32 @@ def fetch_dataset(dataset: Dataset, out_dir: Path, local_dir: Path | None, verif
     return [fetch_file(dataset, file, out_dir / file.name, folders, verify) for file in dataset.files]
 
 
+# Your own data: what `download` copies from data.local_dir into data/raw/<dataset>/, where DVC caches it.
+OWN_SOURCES = {"imagefolder": ("train", "test"), "tensors": ("train.pt", "test.pt")}
+
+
+def copy_own_data(local_dir: Path, names: tuple[str, ...], target: Path) -> None:
+    """Copy the named folders or files of `local_dir` into `target`, whole or not at all."""
+    missing = [name for name in names if not (local_dir / name).exists()]
+    if missing:
+        raise PipelineError(f"data.local_dir: {local_dir} holds no {' or '.join(missing)}")
+    with atomic_dir(target) as temporary:
+        for name in names:
+            source = local_dir / name
+            (shutil.copytree if source.is_dir() else shutil.copyfile)(source, temporary / name)
+
+
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    out_dir: Path = typer.Option(RAW_DIR, "--out", help="folder that receives <dataset>/*.gz"),
+    out_dir: Path = typer.Option(RAW_DIR, "--out", help="folder that receives <dataset>/"),
 ) -> None:
-    """Fetch and verify the raw IDX files of data.dataset."""
+    """Fetch and verify the raw IDX files of data.dataset, or copy your own data from data.local_dir."""
     params = load_params(params_file).data
+    local_dir = Path(params.local_dir).expanduser()
+    if params.dataset in OWN_SOURCES:
+        copy_own_data(local_dir, OWN_SOURCES[params.dataset], out_dir / params.dataset)
+        typer.echo(f"{params.dataset}: {local_dir}")
+        return
     dataset = registry()[params.dataset]
-    local_dir = Path(params.local_dir).expanduser() if params.local_dir else None
     for source in fetch_dataset(dataset, out_dir / dataset.name, local_dir, params.verify_md5):
         typer.echo(f"{dataset.name}: {source}")

@@ -8,14 +8,16 @@ from pathlib import Path
 import typer
 
 from pipeline.checkpoints import load_fp32, save_variant
+from pipeline.data import read_info
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, INT8_MODELS
+from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import quantize_dynamic, use_engine
 
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding dataset.json"),
     out: Path = typer.Option(INT8_MODELS["dynamic"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Quantize the FP32 model's Linear layers dynamically to int8."""
@@ -32,4 +34,4 @@ def command(
         per_channel = params.quantize.per_channel
         int8 = quantize_dynamic(model, per_channel)
     recipe = {"method": "dynamic", "backend": backend, "engine": engine, "per_channel": per_channel}
-    save_variant(int8, arch, recipe, out)
+    save_variant(int8, arch, recipe, out, read_info(data_dir))

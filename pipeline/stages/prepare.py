@@ -1,9 +1,11 @@
-"""Stage `prepare`: parse the IDX files once into tensors: train, test, and a calibration subset.
+"""Stage `prepare`: decode the data once into tensors: train, test, and a calibration subset.
 
     python -m pipeline prepare
 
-Images stay uint8 on disk (a quarter of the float size) and become floats in [0, 1] when a stage loads them
-(`pipeline.data.load_split`). Beside them, dataset.json records the image size and the class names.
+Reads data/raw/<dataset>/: the four IDX files, an image folder, or tensor files. Every image is converted to
+`data.channels` and resized to `data.image_size` where these are set. Images stay uint8 on disk where the source
+is 8-bit (a quarter of the float size); `pipeline.data.load_split` makes model inputs of them. Beside them,
+dataset.json records the image size, the class names and the normalization.
 """
 
 from pathlib import Path
@@ -16,12 +18,15 @@ from pipeline.data import DataInfo, write_info
 from pipeline.datasets import SPLIT_FILES, registry
 from pipeline.errors import PipelineError
 from pipeline.idx import read_idx
-from pipeline.params import PARAMS_FILE, ParamsOption, load_params
+from pipeline.imagefolder import read_image_folder
+from pipeline.images import conform
+from pipeline.params import PARAMS_FILE, DataParams, ParamsOption, load_params
 from pipeline.paths import PREPARED_DIR, RAW_DIR
+from pipeline.tensorfiles import read_tensor_files
 
 
 def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:
-    """Images (N, H, W) uint8 and labels (N,) int64, checked against each other."""
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 of an IDX pair, checked against each other."""
     images = read_idx(raw_dir / images_file, ndim=3)
     labels = read_idx(raw_dir / labels_file, ndim=1)
     if len(images) != len(labels):
@@ -32,14 +37,41 @@ def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) 
         raise PipelineError(f"{raw_dir / labels_file}: holds no examples")
     if labels.max() >= classes:
         raise PipelineError(f"{raw_dir / labels_file}: label {int(labels.max())} is outside 0..{classes - 1}")
-    return {"images": images, "labels": labels.long()}
+    return {"images": images.unsqueeze(1), "labels": labels.long()}
 
 
-def same_image_size(splits: dict[str, dict], raw_dir: Path) -> tuple[int, int]:
-    sizes = {name: tuple(split["images"].shape[1:]) for name, split in splits.items()}
-    if len(set(sizes.values())) > 1:
-        raise PipelineError(f"{raw_dir}: the splits' images differ in size: {sizes}")
-    return next(iter(sizes.values()))
+def read_idx_dataset(raw_dir: Path, name: str, data: DataParams) -> tuple[dict, tuple[str, ...]]:
+    classes = registry()[name].classes
+    splits = {split: read_split(raw_dir, *files, len(classes)) for split, files in SPLIT_FILES.items()}
+    for split in splits.values():
+        split["images"] = conform(split["images"], data.channels, data.image_size)
+    return splits, classes
+
+
+def read_source(raw_dir: Path, data: DataParams) -> tuple[dict, tuple[str, ...]]:
+    """The train and test splits, images (N, C, H, W), and the class names, from whichever source data.dataset is."""
+    if data.dataset == "imagefolder":
+        return read_image_folder(raw_dir, data.channels, data.image_size)
+    if data.dataset == "tensors":
+        return read_tensor_files(raw_dir, data.channels, data.image_size)
+    return read_idx_dataset(raw_dir, data.dataset, data)
+
+
+def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: Path) -> DataInfo:
+    """What the models will be built for: the splits' common image shape, the classes, the normalization."""
+    shapes = {name: list(split["images"].shape[1:]) for name, split in splits.items()}
+    if shapes["train"] != shapes["test"]:
+        raise PipelineError(f"{source}: train images are {shapes['train']} but test images {shapes['test']}")
+    channels, height, width = shapes["train"]
+    for name, split in splits.items():
+        if split["labels"].max() >= len(classes):
+            raise PipelineError(f"{source}: {name} has label {int(split['labels'].max())} for {len(classes)} classes")
+    if (data.mean is None) != (data.std is None):
+        raise PipelineError("data.mean and data.std: set both or neither")
+    if data.mean is not None and not len(data.mean) == len(data.std) == channels:
+        raise PipelineError(f"data.mean and data.std: need {channels} values each, one per channel of the images")
+    mean, std = (tuple(values) if values is not None else None for values in (data.mean, data.std))
+    return DataInfo(data.dataset, channels, height, width, classes, mean, std)
 
 
 def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -50,19 +82,26 @@ def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> di
     return {name: tensor[index] for name, tensor in train.items()}
 
 
+def stored(split: dict) -> dict:
+    """As written: one-channel images without their channel axis (what `load_split` expects), floats as float32."""
+    images = split["images"]
+    images = images.squeeze(1) if images.shape[1] == 1 else images
+    return {"images": images if images.dtype == torch.uint8 else images.float(), "labels": split["labels"]}
+
+
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    raw_dir: Path = typer.Option(RAW_DIR, "--raw", help="folder holding <dataset>/*.gz"),
+    raw_dir: Path = typer.Option(RAW_DIR, "--raw", help="folder holding <dataset>/"),
     out_dir: Path = typer.Option(PREPARED_DIR, "--out", help="folder for train/test/calib.pt and dataset.json"),
 ) -> None:
-    """Parse the raw IDX files into train, test and calibration tensors."""
+    """Decode the raw data into train, test and calibration tensors and describe them."""
     params = load_params(params_file)
-    dataset = registry()[params.data.dataset]
-    dataset_dir = raw_dir / dataset.name
-    splits = {name: read_split(dataset_dir, *files, len(dataset.classes)) for name, files in SPLIT_FILES.items()}
-    height, width = same_image_size(splits, dataset_dir)
+    source = raw_dir / params.data.dataset
+    splits, classes = read_source(source, params.data)
+    info = describe(splits, classes, params.data, source)
+    splits = {name: stored(split) for name, split in splits.items()}
     splits["calib"] = draw_calibration(splits["train"], params.calibration.size, params.seed)
     for name, split in splits.items():  # written only once everything has parsed
         save_torch(split, out_dir / f"{name}.pt")
         typer.echo(f"{name}: {len(split['labels'])} images")
-    write_info(DataInfo(dataset.name, 1, height, width, dataset.classes), out_dir)
+    write_info(info, out_dir)

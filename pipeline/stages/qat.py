@@ -10,7 +10,7 @@ import typer
 
 from pipeline import quantize
 from pipeline.checkpoints import load_fp32, save_variant
-from pipeline.data import load_split
+from pipeline.data import load_split, read_info
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import use_engine
@@ -20,7 +20,7 @@ from pipeline.training import fit
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to start from"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and dataset.json"),
     out: Path = typer.Option(INT8_MODELS["qat"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fine-tune the FP32 model with fake quantization, then convert it to int8."""
@@ -66,4 +66,4 @@ def command(
         "per_channel": per_channel,
         "freeze_after": settings.freeze_after,
     }
-    save_variant(flow.convert_qat(prepared), arch, recipe, out)
+    save_variant(flow.convert_qat(prepared), arch, recipe, out, read_info(data_dir))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.checkpoints import load_fp32, save_variant
-from pipeline.data import load_split
+from pipeline.data import load_split, read_info
 from pipeline.errors import PipelineError
 from pipeline.mixed_precision import fewest_float_layers
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
@@ -19,7 +19,7 @@ from pipeline.quantize import quantize_static, recipe_qconfig, use_engine
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt and dataset.json"),
     out: Path = typer.Option(INT8_MODELS["static"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fuse, calibrate and convert the FP32 model to static int8."""
@@ -60,4 +60,4 @@ def command(
         "symmetric_activations": settings.symmetric_activations,
         "skip_layers": skip_layers,
     }
-    save_variant(int8, arch, recipe, out)
+    save_variant(int8, arch, recipe, out, read_info(data_dir))

@@ -30,7 +30,8 @@ def command(
     images, labels = load_split(data_dir / "train.pt")
     test = load_split(data_dir / "test.pt")
     torch.manual_seed(params.seed)
-    arch = architecture(params.train, read_info(data_dir))
+    data = read_info(data_dir)
+    arch = architecture(params.train, data)
     model = build(arch)
     history = fit(
         model,
@@ -44,5 +45,5 @@ def command(
         device=device,
         test=test,
     )
-    save_fp32(model, arch, out)
+    save_fp32(model, arch, out, data)
     save_json(history, history_out)

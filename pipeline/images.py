@@ -1,0 +1,52 @@
+"""Images as tensors: decoding PNG and JPEG files, and bringing a batch to the channels and size a model takes.
+
+Decoding is Pillow's (torchvision's own decoders are deprecated in favour of TorchCodec, which this project does
+not need otherwise); resizing is torchvision's antialiased bilinear resize on the uint8 pixels, so prepared data
+stays 8-bit.
+"""
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as F
+
+from pipeline.artifacts import first_line
+from pipeline.errors import PipelineError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow's modes of one channel; every other mode is read as RGB
+
+
+def read_image(path: Path, channels: int | None, size: list[int] | None) -> torch.Tensor:
+    """One image file as uint8 (C, H, W): grey or RGB as `channels` says (1, 3, or None for the file's own),
+    resized if `size` is given."""
+    try:
+        with Image.open(path) as image:
+            grey = channels == 1 or (channels is None and image.mode in GREY_MODES)
+            pixels = image.convert("L" if grey else "RGB")  # decodes the whole file: truncation shows here
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise PipelineError(
+            f"{path}: not a readable PNG or JPEG image, truncated or corrupt ({first_line(error)})"
+        ) from None
+    return conform(F.pil_to_tensor(pixels), None, size)
+
+
+def conform(images: torch.Tensor, channels: int | None, size: list[int] | None) -> torch.Tensor:
+    """Images (..., C, H, W) with `channels` channels and `size` [height, width]; None keeps what they have."""
+    if channels is not None and images.shape[-3] != channels:
+        images = F.rgb_to_grayscale(images) if channels == 1 else F.grayscale_to_rgb(images)
+    if size is not None and list(images.shape[-2:]) != list(size):
+        images = F.resize(images, list(size), antialias=True)
+    return images
+
+
+def stack(images: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:
+    """Images of one shape as a batch; an image of another shape than the first is an error naming both files."""
+    odd = next((index for index, image in enumerate(images) if image.shape != images[0].shape), None)
+    if odd is not None:
+        raise PipelineError(
+            f"{paths[odd]}: image of {list(images[odd].shape)} (channels, height, width), but {paths[0].name} is "
+            f"{list(images[0].shape)}; set data.channels and data.image_size"
+        )
+    return torch.stack(images)

@@ -1,0 +1,66 @@
+"""`python -m pipeline predict MODEL IMAGES...`: the class of each image, as a deployed model sees it.
+
+    python -m pipeline predict models/int8_static photo.png more_photos/
+
+Loads only the deployable file (TorchScript, or a torch.export archive run under torch.compile) and its input
+contract beside it, decodes each PNG or JPEG file to the channels and size the model was made for, applies the
+recorded scaling and normalization (`pipeline.data.model_inputs`, as evaluation does), and prints each image's
+most likely class with its probability. Not a DVC stage: it reads files you name and writes nothing.
+"""
+
+from pathlib import Path
+
+import torch
+import typer
+
+from pipeline.checkpoints import deployable_path, read_exported
+from pipeline.contract import read_contract
+from pipeline.data import model_inputs
+from pipeline.errors import PipelineError
+from pipeline.images import IMAGE_SUFFIXES, read_image
+from pipeline.latency import compiled
+from pipeline.quantize import use_engine
+from pipeline.torchscript import load_deployable
+
+BATCH = 256
+
+
+def image_paths(targets: list[Path]) -> list[Path]:
+    """The image files named, and those under the folders named, in order."""
+    paths = []
+    for target in targets:
+        if target.is_dir():
+            paths += sorted(path for path in target.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+        elif target.is_file():
+            paths.append(target)
+        else:
+            raise PipelineError(f"{target}: no such file or folder")
+    if not paths:
+        raise PipelineError(f"no PNG or JPEG image in {', '.join(str(target) for target in targets)}")
+    return paths
+
+
+def load_runnable(deployable: Path, engine: str | None):
+    if deployable.suffix == ".pt2":
+        return compiled(read_exported(deployable)[0])
+    if engine is not None:
+        use_engine(engine)  # eager int8 weights are packed for this engine's kernels
+    return load_deployable(deployable)
+
+
+@torch.inference_mode()
+def command(
+    model: Path = typer.Argument(..., help="a deployable file, or a model file or variant folder beside one"),
+    images: list[Path] = typer.Argument(..., help="PNG or JPEG files, or folders of them"),
+) -> None:
+    """Print the most likely class of each image, and its probability."""
+    deployable = deployable_path(model)
+    data, engine = read_contract(deployable)
+    runnable = load_runnable(deployable, engine)
+    paths = image_paths(images)
+    for start in range(0, len(paths), BATCH):
+        batch = paths[start : start + BATCH]
+        pixels = torch.stack([read_image(path, data.channels, [data.height, data.width]) for path in batch])
+        probabilities = runnable(model_inputs(pixels, data)).softmax(1)
+        for path, (probability, label) in zip(batch, zip(*probabilities.max(1))):
+            typer.echo(f"{path}\t{data.classes[label]}\t{probability:.4f}")

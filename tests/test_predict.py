@@ -1,0 +1,44 @@
+"""`predict` on the built-in models and IDX data: image files in, class names of the data set out."""
+
+import torch
+from PIL import Image
+
+from pipeline.checkpoints import read_model
+from pipeline.data import load_split
+from tests.test_cli import assert_clean_failure, run
+
+
+def write_pngs(images: torch.Tensor, folder):
+    folder.mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_predict_reads_png_pixels_the_way_the_model_was_trained(trained, tmp_path, monkeypatch):
+    """Raw 0-255 PNG pixels: `predict` applies the recorded scaling, so its classes are the int8 model's own on
+    the prepared images, and the names are the data set's."""
+    monkeypatch.chdir(trained)
+    stored = torch.load(trained / "data/prepared/test.pt", weights_only=True)["images"][:20]
+    folder = write_pngs(stored.numpy(), tmp_path / "pngs")
+    result = run("predict", "models/int8_static", str(folder))
+    assert result.exit_code == 0, result.output
+    names = [line.split("\t")[1] for line in result.output.strip().splitlines()]
+    model, _ = read_model(trained / "models/int8_static")
+    images, _ = load_split(trained / "data/prepared/test.pt")
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    with torch.inference_mode():
+        assert names == [classes[label] for label in model(images[:20]).argmax(1)]
+
+
+def test_predict_names_what_it_cannot_read(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert_clean_failure(run("predict", "models/fp32.pt", str(broken)), f"{broken}: not a readable PNG or JPEG image")
+    (tmp_path / "empty").mkdir()
+    assert_clean_failure(run("predict", "models/fp32.pt", str(tmp_path / "empty")), "no PNG or JPEG image in")
+    assert_clean_failure(run("predict", "models/fp32.pt", str(tmp_path / "absent.png")), "absent.png: no such file")
+    stray = tmp_path / "stray.ts"
+    stray.write_bytes((trained / "models/fp32.ts").read_bytes())
+    assert_clean_failure(run("predict", str(stray), str(broken)), "stray.json: no input contract beside stray.ts")
