@@ -14,6 +14,7 @@ from torch.ao.quantization import DeQuantStub, QuantStub
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.params import TrainParams
+from pipeline.torchvision_models import ARCHITECTURES, build_torchvision
 
 
 class MLP(nn.Module):
@@ -70,7 +71,7 @@ class CNN(nn.Module):
 
 def architecture(params: TrainParams, data: DataInfo) -> dict:
     """The settings that rebuild the model: what a checkpoint stores beside its weights."""
-    widths = {"hidden": list(params.hidden)} if params.arch == "mlp" else {"channels": list(params.channels)}
+    widths = {"mlp": {"hidden": list(params.hidden)}, "cnn": {"channels": list(params.channels)}}.get(params.arch, {})
     return {"name": params.arch, **widths, "input": data.input_shape, "classes": len(data.classes)}
 
 
@@ -79,7 +80,9 @@ def build(arch: dict) -> nn.Module:
         return MLP(arch["hidden"], arch["input"], arch["classes"])
     if arch.get("name") == "cnn":
         return CNN(arch["channels"], arch["input"], arch["classes"])
-    raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected 'mlp' or 'cnn'")
+    if arch.get("name") in ARCHITECTURES:
+        return build_torchvision(arch["name"], arch["input"][0], arch["classes"])
+    raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected one of {['mlp', 'cnn', *ARCHITECTURES]}")
 
 
 def example_input(arch: dict, batch: int = 1) -> torch.Tensor:

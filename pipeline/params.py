@@ -41,7 +41,8 @@ class CalibrationParams(Section):
 
 
 class TrainParams(Section):
-    arch: Literal["mlp", "cnn"]
+    # the built-in MLP and CNN, or torchvision's architectures by name, trained from scratch
+    arch: Literal["mlp", "cnn", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5"]
     hidden: list[PositiveInt] = Field(min_length=1)  # mlp: widths of the hidden layers
     channels: list[PositiveInt] = Field(min_length=1)  # cnn: widths of the Conv-BN-ReLU blocks
     epochs: PositiveInt
@@ -59,7 +60,8 @@ class QuantizeParams(Section):
 
 
 # The engine `auto` picks, from `make bench` on an AVX2 CPU: x86 ran the MLP's int8 Linear layers fastest (1.6x
-# FP32 at batch 256, onednn 1.0x); onednn ran the CNN's int8 convolutions fastest (2.7x FP32, x86 1.9x).
+# FP32 at batch 256, onednn 1.0x); onednn ran the CNN's int8 convolutions fastest (2.7x FP32, x86 1.9x), and is
+# taken for torchvision's convolutional architectures too.
 AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn"}
 
 
@@ -100,7 +102,7 @@ class Params(Section):
     @property
     def engine(self) -> str:
         """The quantized engine to use: quantize.engine, with `auto` resolved for train.arch."""
-        return AUTO_ENGINE[self.train.arch] if self.quantize.engine == "auto" else self.quantize.engine
+        return AUTO_ENGINE.get(self.train.arch, "onednn") if self.quantize.engine == "auto" else self.quantize.engine
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

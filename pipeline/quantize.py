@@ -56,14 +56,29 @@ def recipe_qconfig(params: Params) -> tq.QConfig:
     return static_qconfig(recipe.observer, params.quantize.per_channel, params.engine, recipe.symmetric_activations)
 
 
+def require_eager(model: nn.Module) -> None:
+    """Eager static quantization and QAT need a model made for them: QuantStub and DeQuantStub at its edges, and a
+    way to fuse (the built-in models' `fusion_groups`, torchvision's quantizable twins' `fuse_model`)."""
+    if not (hasattr(model, "fusion_groups") or hasattr(model, "fuse_model")):
+        raise PipelineError(
+            f"the eager backend cannot quantize {type(model).__name__} statically (no quantizable twin); "
+            "use quantize.backend: pt2e"
+        )
+
+
 def fuse(model: nn.Module) -> nn.Module:
     """Fold Conv+BN(+ReLU) and Linear+ReLU into single modules, so int8 runs one kernel per group."""
+    require_eager(model)
+    if hasattr(model, "fuse_model"):  # torchvision's quantizable twins know their own groups
+        model.fuse_model(is_qat=model.training)
+        return model
     fuse_groups = tq.fuse_modules_qat if model.training else tq.fuse_modules
     return fuse_groups(model, model.fusion_groups(), inplace=True)
 
 
 def float_twin(model: nn.Module, fused: bool) -> nn.Module:
     """An eval-mode copy of the FP32 model, fused if asked: what static quantization starts from."""
+    require_eager(model)
     model = copy.deepcopy(model).eval()
     return fuse(model) if fused else model
 

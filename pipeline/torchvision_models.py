@@ -1,0 +1,40 @@
+"""torchvision's classification architectures by name, built from scratch (no pretrained weights can be had
+here) with the first convolution and the classifier fitted to the data's channels and classes.
+
+Where torchvision has a quantizable twin (`torchvision.models.quantization`: QuantStub at the edges, residual
+adds through FloatFunctional, `fuse_model`), that twin is built: in FP32 it computes exactly as the plain model,
+and the eager backend can convert it. mobilenet_v3_small has none in torchvision: it is the plain model, which
+only the pt2e backend quantizes.
+"""
+
+import torchvision.models as plain
+from torch import nn
+from torchvision.models import quantization as twins
+
+QUANTIZABLE = {
+    "resnet18": twins.resnet18,
+    "mobilenet_v2": twins.mobilenet_v2,
+    "shufflenet_v2_x0_5": twins.shufflenet_v2_x0_5,
+}
+PLAIN = {"mobilenet_v3_small": plain.mobilenet_v3_small}
+ARCHITECTURES = (*QUANTIZABLE, *PLAIN)
+FIRST_CONV = {
+    "resnet18": "conv1",
+    "mobilenet_v2": "features.0.0",
+    "shufflenet_v2_x0_5": "conv1.0",
+    "mobilenet_v3_small": "features.0.0",
+}
+
+
+def build_torchvision(name: str, channels: int, classes: int) -> nn.Module:
+    """The architecture `name` for images of `channels` channels and `classes` classes, randomly initialized."""
+    if name in QUANTIZABLE:
+        model = QUANTIZABLE[name](weights=None, quantize=False, num_classes=classes)
+    else:
+        model = PLAIN[name](weights=None, num_classes=classes)
+    first = model.get_submodule(FIRST_CONV[name])
+    if first.in_channels != channels:  # torchvision's stems take RGB
+        parent, _, child = FIRST_CONV[name].rpartition(".")
+        fitted = nn.Conv2d(channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
+        setattr(model.get_submodule(parent) if parent else model, child, fitted)
+    return model
