@@ -1,23 +1,24 @@
 """Model files: an FP32 checkpoint or an int8 model, each loadable on its own.
 
-The FP32 model is `models/fp32.pt` with its TorchScript twin `models/fp32.ts`. Each int8 variant is a folder,
-`models/int8_<method>/`, holding what its backend makes:
+The FP32 model is the folder `models/fp32/`, and each int8 variant the folder `models/int8_<method>/`, holding
+what made it:
 - eager (torch.ao): `model.pt`, tensors and plain settings only, no pickled classes (`arch` rebuilds the module,
   `recipe` says how it was quantized, so the same int8 structure is made empty and filled from the state dict),
   and `model.ts`, the same model traced and frozen into TorchScript: the file a user deploys;
-- pt2e (torchao): `model.pt2`, a torch.export archive of the int8 graph, with arch and recipe as an extra file.
-Loading needs neither calibration data nor training state.
+- pt2e (torchao), and an FP32 model you exported: `model.pt2`, a torch.export archive of the graph, with kind,
+  arch and recipe as an extra file (`pipeline.archives`).
+Beside the deployable file lies its input contract, `model.json` (`pipeline.contract`). Loading needs neither
+calibration data nor training state.
 """
 
-import io
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from pipeline.artifacts import atomic_dir, atomic_path, copy_zip, first_line, load_torch, save_torch
+from pipeline.archives import SETTINGS_ENTRY, load_archive, write_archive
+from pipeline.artifacts import atomic_dir, first_line, load_torch, save_torch
 from pipeline.contract import write_contract
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
@@ -26,7 +27,6 @@ from pipeline.quantize import empty_int8
 from pipeline.torchscript import save_deployable
 
 EAGER_FILE, EXPORTED_FILE = "model.pt", "model.pt2"
-SETTINGS_ENTRY = "quantlab.json"  # the extra file of a torch.export archive holding kind, arch and recipe
 
 
 def model_file(location: Path) -> Path:
@@ -45,11 +45,16 @@ def deployable_path(path: Path) -> Path:
     return path if path.suffix == ".pt2" else path.with_suffix(".ts")
 
 
-def save_fp32(model: nn.Module, arch: dict, path: Path, data: DataInfo) -> None:
-    """The checkpoint (weights and arch), its deployable TorchScript twin and that file's input contract."""
-    save_torch({"kind": "fp32", "arch": arch, "state_dict": model.state_dict()}, path)
-    save_deployable(model, example_input(arch), deployable_path(path))
-    write_contract(deployable_path(path), data, engine=None)
+def save_fp32(model: nn.Module, arch: dict, folder: Path, data: DataInfo) -> None:
+    """The FP32 model's folder, whole or not at all: the checkpoint (weights and arch) and its TorchScript twin,
+    or for a model you exported its torch.export archive; and the deployable file's input contract."""
+    with atomic_dir(folder) as temporary:
+        if isinstance(model, torch.export.ExportedProgram):
+            write_archive(model, {"kind": "fp32", "arch": arch}, temporary / EXPORTED_FILE)
+        else:
+            save_torch({"kind": "fp32", "arch": arch, "state_dict": model.state_dict()}, temporary / EAGER_FILE)
+            save_deployable(model, example_input(arch), deployable_path(temporary))
+        write_contract(deployable_path(temporary), data, engine=None)
 
 
 def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
@@ -73,25 +78,7 @@ def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path, data:
 def save_exported(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     from pipeline.pt2e import export  # torchao is imported only where the pt2e backend is used
 
-    settings = json.dumps({"kind": "int8", "arch": arch, "recipe": recipe})
-    archive = io.BytesIO()
-    torch.export.save(
-        without_debugging_aids(export(model, arch["input"])), archive, extra_files={SETTINGS_ENTRY: settings}
-    )
-    # The graph is stored as JSON: 29 KB for the MLP's static int8, beside 47 KB of weights; deflated, 2.3 KB.
-    with atomic_path(path) as temporary:
-        copy_zip(archive, temporary, deflate=lambda name: name.endswith(".json"))
-
-
-def without_debugging_aids(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """The program without what only debugging reads, as TorchScript files are written without their debug records:
-    each node's stack trace (source lines naming the checkout's path) and provenance (Python object ids, so no two
-    saves of one model had the same bytes), and the example input it was exported with (7.8 KB of zeros)."""
-    for node in program.graph.nodes:
-        node.meta.pop("stack_trace", None)
-        node.meta.pop("from_node", None)
-    program.example_inputs = None
-    return program
+    write_archive(export(model, arch["input"]), {"kind": "int8", "arch": arch, "recipe": recipe}, path)
 
 
 def read_exported(path: Path) -> tuple[nn.Module, dict]:
@@ -100,17 +87,12 @@ def read_exported(path: Path) -> tuple[nn.Module, dict]:
     # torch.compile runs a loaded graph in FP32 (measured: CNN [64, 128] at batch 256, 185 ms against 55 ms).
     import pipeline.pt2e  # noqa: F401
 
-    if not path.is_file():
-        raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
-    extra = {SETTINGS_ENTRY: ""}
-    try:
-        program = torch.export.load(path, extra_files=extra)
-        settings = json.loads(extra[SETTINGS_ENTRY])
-    except (RuntimeError, ValueError, KeyError, OSError) as error:
-        raise PipelineError(
-            f"{path}: not a readable torch.export archive of this pipeline ({first_line(error)})"
-        ) from None
-    return program.module(), settings
+    program, settings = load_archive(path)
+    if settings is None:
+        raise PipelineError(f"{path}: a torch.export archive, but not one this pipeline wrote (no {SETTINGS_ENTRY})")
+    # An exported graph refuses train() and eval() of its own; this makes them switch its BN and dropout ops, so
+    # an FP32 graph goes through the same calls as a module (pt2e's int8 graphs are only run in inference).
+    return pipeline.pt2e.allow_exported_model_train_eval(program.module()), {"recipe": {}, **settings}
 
 
 def read_model(location: Path, expect: str | None = None) -> tuple[nn.Module, dict]:

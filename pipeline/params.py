@@ -42,7 +42,8 @@ class CalibrationParams(Section):
 
 class TrainParams(Section):
     # the built-in MLP and CNN, or torchvision's architectures by name, trained from scratch
-    arch: Literal["mlp", "cnn", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5"]
+    # or `exported`: your own FP32 model, a torch.export archive at models/own/model.pt2, adopted without training
+    arch: Literal["mlp", "cnn", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "exported"]
     hidden: list[PositiveInt] = Field(min_length=1)  # mlp: widths of the hidden layers
     channels: list[PositiveInt] = Field(min_length=1)  # cnn: widths of the Conv-BN-ReLU blocks
     epochs: PositiveInt

@@ -6,7 +6,8 @@ from pathlib import Path
 RAW_DIR = Path("data/raw")  # download -> prepare: data/raw/<dataset>/
 PREPARED_DIR = Path("data/prepared")  # prepare -> every later stage: train/test/calib.pt and dataset.json
 
-FP32_MODEL = Path("models/fp32.pt")  # train -> quantization stages, evaluate, layers, sensitivity
+OWN_MODEL = Path("models/own/model.pt2")  # your exported FP32 model, which train adopts (train.arch: exported)
+FP32_MODEL = Path("models/fp32")  # train -> quantization stages, evaluate, layers, sensitivity
 INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "static", "qat")}
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
 

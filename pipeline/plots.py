@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.artifacts import atomic_path  # noqa: E402
 
+HISTOGRAM_COLUMNS = 6
+
 
 def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
@@ -17,7 +19,16 @@ def save_figure(figure, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_not_applicable(title: str, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 1.5))
+    axis.axis("off")
+    axis.text(0.5, 0.5, f"{title}: not applicable to this model", ha="center", va="center")
+    save_figure(figure, path)
+
+
 def plot_training(history: list[dict], path: Path) -> None:
+    if not history:  # an adopted model was not trained here
+        return plot_not_applicable("Training curves", path)
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     epochs = [row["epoch"] for row in history]
     loss_axis.plot(epochs, [row["train_loss"] for row in history], marker="o")
@@ -85,6 +96,8 @@ def plot_confusions(confusions: dict[str, list[dict]], int8_title: str, path: Pa
 
 def plot_layers(rows: list[dict], path: Path) -> None:
     """Per layer of the static int8 model: the FP32 ranges observed, and the scales chosen for them."""
+    if not rows:
+        return plot_not_applicable("Per-layer ranges and scales", path)
     names = [row["layer"] for row in rows]
     figure, (range_axis, scale_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     for offset, (kind, color) in enumerate((("weight", "tab:blue"), ("activation", "tab:orange"))):
@@ -110,9 +123,15 @@ def plot_layers(rows: list[dict], path: Path) -> None:
 
 def plot_weight_histograms(rows: list[dict], path: Path) -> None:
     """Each layer's FP32 weights against their dequantized int8 values, on the same bins."""
+    if not rows:
+        return plot_not_applicable("Weight histograms", path)
     layers = list(dict.fromkeys(row["layer"] for row in rows))
-    figure, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False)
-    for axis, layer in zip(axes[0], layers):
+    columns = min(len(layers), HISTOGRAM_COLUMNS)  # a grid, so that a network of 50 layers stays readable
+    grid_rows = -(-len(layers) // columns)
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(3.6 * columns, 3.2 * grid_rows), squeeze=False)
+    for axis in axes.flat[len(layers) :]:
+        axis.axis("off")
+    for axis, layer in zip(axes.flat, layers):
         points = [row for row in rows if row["layer"] == layer]
         centers = [row["weight"] for row in points]
         axis.step(centers, [row["fp32"] for row in points], where="mid", label="fp32")

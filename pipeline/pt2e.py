@@ -73,14 +73,24 @@ def static_config(observer: str, symmetric_activations: bool) -> QuantizationCon
     return QuantizationConfig(activation, activation, weight, None, is_qat=False)
 
 
+LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names of the modules X86InductorQuantizer turns into int8 kernels: every Linear and Conv2d. An exported
+    graph has no such modules, but each of its ops remembers the module it was traced from."""
+    if isinstance(model, torch.fx.GraphModule):
+        stacks = [node.meta.get("nn_module_stack") for node in model.graph.nodes if node.target in LAYER_OPS]
+        return list(dict.fromkeys(list(stack.values())[-1][0] for stack in stacks if stack))
+    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+
+
 def quantizer(config: QuantizationConfig, model: nn.Module, skip_layers=()) -> X86InductorQuantizer:
     """X86InductorQuantizer with `config` everywhere but the `skip_layers`, which stay FP32."""
-    known = {name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))}
+    known = quantizable_layers(model)
     unknown = [name for name in skip_layers if name not in known]
     if unknown:
-        raise PipelineError(
-            f"static.skip_layers: unknown layer(s) {unknown}; the quantizable layers are {sorted(known)}"
-        )
+        raise PipelineError(f"static.skip_layers: unknown layer(s) {unknown}; the quantizable layers are {known}")
     chosen = X86InductorQuantizer().set_global(config)
     for name in skip_layers:
         chosen.set_module_name_qconfig(name, None)
@@ -101,7 +111,20 @@ def quantize_static(
     model: nn.Module, config: QuantizationConfig, images: torch.Tensor, batches: int, skip_layers=()
 ) -> torch.fx.GraphModule:
     """Export, insert observers, calibrate, convert to quantize/dequantize pairs; `skip_layers` stay FP32."""
-    chosen = quantizer(config, model, skip_layers)
+    return convert_with(quantizer(config, model, skip_layers), model, images, batches)
+
+
+def quantize_only(
+    model: nn.Module, name: str, config: QuantizationConfig, images: torch.Tensor, batches: int
+) -> torch.fx.GraphModule:
+    """The FP32 graph with the single layer `name` in int8."""
+    return convert_with(X86InductorQuantizer().set_module_name_qconfig(name, config), model, images, batches)
+
+
+def convert_with(
+    chosen: X86InductorQuantizer, model: nn.Module, images: torch.Tensor, batches: int
+) -> torch.fx.GraphModule:
+    """Export, insert the observers `chosen` asks for, calibrate, convert."""
     prepared = prepare_pt2e(export(copy.deepcopy(model).eval(), list(images.shape[1:])).module(), chosen)
     calibrate(prepared, images, batches)
     return drop_unused_weights(convert_pt2e(prepared))
@@ -128,8 +151,14 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return drop_unused_weights(convert_pt2e(move_exported_model_to_eval(prepared)))
 
 
-def quantize_dynamic(model: nn.Module) -> nn.Module:
-    """int8 weights (per output channel) for every Linear; activations quantized per row at run time."""
+def quantize_dynamic(model: nn.Module, input_shape: list[int]) -> nn.Module:
+    """int8 weights (per output channel) for every Linear; activations quantized at run time.
+
+    A module gets torchao's `quantize_`, which swaps each Linear's weight for an int8 tensor. An exported graph
+    has no Linear modules left to swap, so X86InductorQuantizer marks its linear ops for dynamic quantization."""
+    if isinstance(model, torch.fx.GraphModule):
+        config = get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=True)
+        return convert_with(X86InductorQuantizer().set_global(config), model, torch.zeros(2, *input_shape), 1)
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model

@@ -56,10 +56,14 @@ def recipe_qconfig(params: Params) -> tq.QConfig:
     return static_qconfig(recipe.observer, params.quantize.per_channel, params.engine, recipe.symmetric_activations)
 
 
-def require_eager(model: nn.Module) -> None:
+def has_eager_twin(model: nn.Module) -> bool:
     """Eager static quantization and QAT need a model made for them: QuantStub and DeQuantStub at its edges, and a
     way to fuse (the built-in models' `fusion_groups`, torchvision's quantizable twins' `fuse_model`)."""
-    if not (hasattr(model, "fusion_groups") or hasattr(model, "fuse_model")):
+    return hasattr(model, "fusion_groups") or hasattr(model, "fuse_model")
+
+
+def require_eager(model: nn.Module) -> None:
+    if not has_eager_twin(model):
         raise PipelineError(
             f"the eager backend cannot quantize {type(model).__name__} statically (no quantizable twin); "
             "use quantize.backend: pt2e"

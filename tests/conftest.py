@@ -142,6 +142,9 @@ def mirror(raw_dir):
     server.server_close()
 
 
+END_TO_END = ("test_pipeline.py", "test_own_data.py", "test_own_model.py")  # each runs the real `dvc repro`
+
+
 def pytest_collection_modifyitems(items):
-    """The end-to-end tests first: they take the longest, so the other xdist worker runs the rest beside them."""
-    items.sort(key=lambda item: item.path.name != "test_pipeline.py")
+    """The end-to-end files first: they take the longest, so the other xdist worker runs the rest beside them."""
+    items.sort(key=lambda item: item.path.name not in END_TO_END)

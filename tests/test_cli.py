@@ -77,9 +77,9 @@ def test_prepare_missing_idx(project):
 def test_train_rejects_bad_params(trained, tmp_path, monkeypatch, key, value, message):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
     write_params(tmp_path / "copy/params.yaml", tiny_params(tmp_path / "idx", **{key: value}))
-    before = (tmp_path / "copy/models/fp32.pt").read_bytes()
+    before = (tmp_path / "copy/models/fp32/model.pt").read_bytes()
     assert_clean_failure(run("train"), message)
-    assert (tmp_path / "copy/models/fp32.pt").read_bytes() == before
+    assert (tmp_path / "copy/models/fp32/model.pt").read_bytes() == before
 
 
 def test_misspelt_key(trained, tmp_path, monkeypatch):
@@ -103,7 +103,7 @@ def test_quantizers_refuse_an_int8_model_as_input(trained, tmp_path, monkeypatch
 def test_truncated_model_file(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     cut = tmp_path / "cut.pt"
-    cut.write_bytes((trained / "models/fp32.pt").read_bytes()[:5000])
+    cut.write_bytes((trained / "models/fp32/model.pt").read_bytes()[:5000])
     assert_clean_failure(run("dynamic", "--model", str(cut), "--out", str(tmp_path / "out")), "truncated or corrupt")
     assert not (tmp_path / "out").exists()
 
@@ -146,7 +146,7 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
 
 def test_evaluate_without_models(project, raw_dir):
     assert run("download").exit_code == 0 and run("prepare").exit_code == 0
-    assert_clean_failure(run("evaluate"), "models/fp32.pt: file not found")
+    assert_clean_failure(run("evaluate"), "models/fp32: file not found")
     assert not (project / "reports").exists()
 
 

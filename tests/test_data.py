@@ -17,7 +17,7 @@ def test_prepare_records_image_size_and_class_names(trained):
     info = read_info(trained / "data/prepared")
     assert (info.dataset, info.input_shape) == ("fashion-mnist", [1, 28, 28])
     assert info.classes == registry()["fashion-mnist"].classes and info.classes[0] == "T-shirt/top"
-    _, arch = load_checkpoint(trained / "models/fp32.pt")
+    _, arch = load_checkpoint(trained / "models/fp32/model.pt")
     assert (arch["input"], arch["classes"]) == ([1, 28, 28], 10)
 
 

@@ -59,7 +59,7 @@ def test_floor_counts_int8_weights_float_biases_and_scales(trained):
 @pytest.mark.parametrize("name", ["fp32", "int8_dynamic", "int8_static", "int8_qat"])
 def test_every_form_computes_what_the_model_computes(trained, name):
     images, _ = load_split(trained / "data/prepared/test.pt")
-    location = trained / ("models/fp32.pt" if name == "fp32" else f"models/{name}")
+    location = trained / ("models/fp32/model.pt" if name == "fp32" else f"models/{name}")
     model = load_model(location)
     forms = compiled_forms(model, deployable_path(location), "fp32" if name == "fp32" else "int8")
     assert {"eager", "torchscript"} <= forms.keys() and ("compiled" in forms) == (name == "fp32")

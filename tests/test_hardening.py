@@ -32,7 +32,7 @@ def same(a, b) -> bool:
 def state_dicts(work):
     return {
         path: torch.load(work / path, weights_only=True)["state_dict"]
-        for path in ["models/fp32.pt", *(f"{folder}/model.pt" for folder in INT8_MODELS.values())]
+        for path in ["models/fp32/model.pt", *(f"{folder}/model.pt" for folder in INT8_MODELS.values())]
     }
 
 
@@ -52,7 +52,7 @@ def test_stages_are_deterministic(trained, tmp_path):
 
 def test_checkpoint_whose_weights_do_not_fit_its_architecture(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
-    checkpoint = torch.load(trained / "models/fp32.pt", weights_only=True)
+    checkpoint = torch.load(trained / "models/fp32/model.pt", weights_only=True)
     checkpoint["arch"] = {"name": "mlp", "hidden": [64, 64], **IDX_ARCH}
     torch.save(checkpoint, tmp_path / "other.pt")
     result = run("static", "--model", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out"))

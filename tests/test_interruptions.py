@@ -39,18 +39,18 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_train_interrupted_then_rerun(trained, tmp_path, sig):
     work = shutil.copytree(trained, tmp_path / "work")
-    (work / "models/fp32.pt").unlink()  # as DVC removes a stage's outputs before running it
+    shutil.rmtree(work / "models/fp32")  # as DVC removes a stage's outputs before running it
     params = tiny_params(tmp_path / "idx")
     write_params(work / "params.yaml", {**params, "train": {**params["train"], "epochs": 10_000}})
     process = start([sys.executable, "-m", "pipeline", "train"], work)
     wait_for_line(process, "epoch 2 ")
     process.send_signal(sig)
     assert process.wait(timeout=30) != 0
-    assert not (work / "models/fp32.pt").exists() and leftovers(work) == []
+    assert not (work / "models/fp32").exists() and leftovers(work) == []
     write_params(work / "params.yaml", params)
     with contextlib.chdir(work):
         assert CliRunner().invoke(app, ["train"]).exit_code == 0
-    load_model(work / "models/fp32.pt")
+    load_model(work / "models/fp32/model.pt")
 
 
 class StallingHandler(BaseHTTPRequestHandler):

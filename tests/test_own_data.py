@@ -12,9 +12,9 @@ from pipeline.checkpoints import deployable_path
 from pipeline.contract import read_contract
 from pipeline.data import load_split, read_info
 from pipeline.quantize import use_engine
-from tests.conftest import ROOT, tiny_params, write_image_folder, write_params, write_tensor_files
+from tests.conftest import tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
-from tests.test_pipeline import commit, sh
+from tests.test_pipeline import commit, make_repo, sh
 
 OWN = {"imagefolder": write_image_folder, "tensors": write_tensor_files}
 
@@ -132,21 +132,10 @@ def test_missing_source_folder_is_named(own, tmp_path):
 def own_repo(tmp_path_factory):
     """A git + DVC copy of the pipeline whose data is an image folder outside the repository; a small CNN."""
     base = tmp_path_factory.mktemp("own")
-    repo = base / "repo"
-    repo.mkdir()
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / name)
-    shutil.rmtree(repo / "pipeline/__pycache__", ignore_errors=True)
     params = own_params(
         write_image_folder(base / "images"), "imagefolder", **{"train.arch": "cnn", "train.channels": [8, 16]}
     )
-    write_params(repo / "params.yaml", params)
-    sh("git", "init", "-q", cwd=repo)
-    sh("dvc", "init", "-q", cwd=repo)
-    sh("dvc", "config", "core.analytics", "false", cwd=repo)
-    commit(repo, "pipeline")
-    return repo
+    return make_repo(base / "repo", params)
 
 
 def test_image_folder_runs_every_stage(own_repo):
@@ -177,7 +166,7 @@ def predictions(output: str) -> list[tuple[str, str, float]]:
     return [(Path(path).name, name, float(probability)) for path, name, probability in rows]
 
 
-@pytest.mark.parametrize("variant", ["models/fp32.pt", "models/int8_static"])
+@pytest.mark.parametrize("variant", ["models/fp32/model.pt", "models/int8_static"])
 def test_predict_feeds_the_deployable_as_evaluation_does(own_repo, variant):
     """`predict` on the test images' PNG files gives the classes that the deployable file gives on the prepared
     test split, image for image: the same decoding, scaling and class names."""

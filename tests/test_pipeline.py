@@ -43,22 +43,29 @@ def commit(repo, message):
     )
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git + DVC copy of the repository's pipeline, params shrunk to seconds."""
-    base = tmp_path_factory.mktemp("e2e")
-    repo = base / "repo"
-    repo.mkdir()
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
+# What a clone of the repository holds that the pipeline needs: its code, dvc.yaml, and models/own (a dep of train).
+REPOSITORY = ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore", "models/own")
+
+
+def make_repo(repo: Path, params: dict) -> Path:
+    """A git + DVC copy of the repository's pipeline at `repo`, with these params, committed."""
+    for name in REPOSITORY:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / name)
     shutil.rmtree(repo / "pipeline/__pycache__", ignore_errors=True)
-    write_params(repo / "params.yaml", tiny_params(write_dataset(base / "idx")))
+    write_params(repo / "params.yaml", params)
     sh("git", "init", "-q", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
     sh("dvc", "config", "core.analytics", "false", cwd=repo)
     commit(repo, "pipeline")
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC copy of the repository's pipeline, params shrunk to seconds."""
+    base = tmp_path_factory.mktemp("e2e")
+    return make_repo(base / "repo", tiny_params(write_dataset(base / "idx")))
 
 
 def test_repro_runs_every_stage_then_nothing(repo):

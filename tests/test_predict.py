@@ -35,10 +35,14 @@ def test_predict_names_what_it_cannot_read(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert_clean_failure(run("predict", "models/fp32.pt", str(broken)), f"{broken}: not a readable PNG or JPEG image")
+    assert_clean_failure(
+        run("predict", "models/fp32/model.pt", str(broken)), f"{broken}: not a readable PNG or JPEG image"
+    )
     (tmp_path / "empty").mkdir()
-    assert_clean_failure(run("predict", "models/fp32.pt", str(tmp_path / "empty")), "no PNG or JPEG image in")
-    assert_clean_failure(run("predict", "models/fp32.pt", str(tmp_path / "absent.png")), "absent.png: no such file")
+    assert_clean_failure(run("predict", "models/fp32/model.pt", str(tmp_path / "empty")), "no PNG or JPEG image in")
+    assert_clean_failure(
+        run("predict", "models/fp32/model.pt", str(tmp_path / "absent.png")), "absent.png: no such file"
+    )
     stray = tmp_path / "stray.ts"
-    stray.write_bytes((trained / "models/fp32.ts").read_bytes())
+    stray.write_bytes((trained / "models/fp32/model.ts").read_bytes())
     assert_clean_failure(run("predict", str(stray), str(broken)), "stray.json: no input contract beside stray.ts")

@@ -25,13 +25,13 @@ def data(trained):
 
 
 def test_fp32_model_learns(trained, data):
-    model = load_model(trained / "models/fp32.pt")
+    model = load_model(trained / "models/fp32/model.pt")
     assert accuracy(model, *data[1]) > 0.8  # ten classes: chance is 0.1
 
 
 @pytest.mark.parametrize("method", ["dynamic", "static", "qat"])
 def test_int8_agrees_with_fp32(trained, data, method):
-    fp32 = load_model(trained / "models/fp32.pt")
+    fp32 = load_model(trained / "models/fp32/model.pt")
     int8 = load_model(trained / f"models/int8_{method}")
     images, labels = data[1]
     agreement = (predict(fp32, images) == predict(int8, images)).float().mean().item()
@@ -47,7 +47,7 @@ def static_int8(model, images, observer="minmax", per_channel=False, fused=True)
 @pytest.mark.parametrize("observer", ["minmax", "histogram"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_file_round_trip_is_exact(trained, data, tmp_path, observer, per_channel):
-    fp32, arch = load_checkpoint(trained / "models/fp32.pt")
+    fp32, arch = load_checkpoint(trained / "models/fp32/model.pt")
     images = data[0][0][:200]
     int8 = static_int8(fp32, images, observer, per_channel)
     recipe = {"method": "static", "engine": "x86", "fused": True}
@@ -57,7 +57,7 @@ def test_file_round_trip_is_exact(trained, data, tmp_path, observer, per_channel
 
 def test_input_scale_matches_hand_computation(trained, data):
     """QuantStub's min/max observer over [0, xmax] with 7-bit activations (x86): scale = xmax / 127, zero point 0."""
-    fp32 = load_model(trained / "models/fp32.pt")
+    fp32 = load_model(trained / "models/fp32/model.pt")
     images = data[0][0][:200]
     int8 = static_int8(fp32, images)
     assert int8.quant.scale.item() == pytest.approx(images.max().item() / 127, rel=1e-6)
@@ -70,7 +70,7 @@ def test_weight_scale_matches_hand_computation(trained, data):
     PyTorch multiplies by the float32 inverse of the scale; dividing by the scale instead can round a tie
     (w / scale exactly x.5 in float32) the other way.
     """
-    fp32 = load_model(trained / "models/fp32.pt")
+    fp32 = load_model(trained / "models/fp32/model.pt")
     int8 = static_int8(fp32, data[0][0][:200], fused=False)
     weight, quantized = fp32.layers[0].weight.detach(), int8.layers[0].weight()
     scale = weight.abs().max().item() / 127.5
@@ -90,8 +90,8 @@ def test_classic_mlp_file_sizes(tmp_path):
     qat = prepare_qat(model, "x86", per_channel=False)
     qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
     variants = {"dynamic": quantize_dynamic(model), "static": static_int8(model, images), "qat": convert_qat(qat)}
-    save_fp32(model, arch, tmp_path / "fp32.pt", IDX_INFO)
-    fp32_size = (tmp_path / "fp32.pt").stat().st_size
+    save_fp32(model, arch, tmp_path / "fp32", IDX_INFO)
+    fp32_size = (tmp_path / "fp32/model.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
     for name, int8 in variants.items():
         recipe = {"method": name, "backend": "eager", "engine": "x86", "fused": True}

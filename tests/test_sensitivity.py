@@ -2,6 +2,7 @@
 
 import copy
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ from pipeline.artifacts import load_json
 from pipeline.checkpoints import load_model, save_int8
 from pipeline.data import load_split
 from pipeline.errors import PipelineError
-from pipeline.mixed_precision import fewest_float_layers
+from pipeline.mixed_precision import fewest_float_layers, static_recipe
 from pipeline.models import accuracy
+from pipeline.params import Params
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
 from pipeline.stages.sensitivity import layer_sensitivity
 from tests.conftest import IDX_ARCH, tiny_params, write_params
@@ -25,7 +27,7 @@ def fragile(trained):
     Hidden unit 0 of layers.0 is made dead (always 0 after ReLU), so the weights leaving it never matter in FP32;
     setting them to 1000 makes layers.2's per-tensor scale so coarse that all its other weights round to zero.
     """
-    model = copy.deepcopy(load_model(trained / "models/fp32.pt"))
+    model = copy.deepcopy(load_model(trained / "models/fp32/model.pt"))
     with torch.no_grad():
         model.layers[0].weight[0] = 0
         model.layers[0].bias[0] = -1
@@ -34,18 +36,25 @@ def fragile(trained):
     return model, static_qconfig("minmax", False, "x86"), load_split(trained / "data/prepared/calib.pt")
 
 
+def recipe(fragile, backend="eager"):
+    """params.yaml's static recipe (minmax, per tensor, fused, x86, 2 batches) on the fragile model."""
+    model, _, (images, _) = fragile
+    params = Params(**tiny_params(Path("unused"), **{"quantize.backend": backend}))
+    return static_recipe(model, params, images)
+
+
 def test_exactly_the_fragile_layer_is_kept_in_fp32(fragile):
     model, qconfig, (images, labels) = fragile
     assert accuracy(quantize_static(model, qconfig, images, 2, True), images, labels) < 0.5  # int8 everywhere fails
-    kept = fewest_float_layers(model, qconfig, images, labels, 2, True, [], budget=0.2)
+    kept = fewest_float_layers(recipe(fragile), labels, [], budget=0.2)
     assert kept == ["layers.2"]
     mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=kept)
     assert (accuracy(model, images, labels) - accuracy(mixed, images, labels)) * 100 <= 0.2
 
 
 def test_sensitivity_ranks_the_fragile_layer_first(fragile):
-    model, qconfig, (images, labels) = fragile
-    rows = layer_sensitivity(model, qconfig, images, 2, True, images, labels)
+    _, _, (images, labels) = fragile
+    rows = layer_sensitivity(recipe(fragile), images, labels)
     assert [row["layer"] for row in rows][0] == "layers.2" and len(rows) == 4
     fragile_row, first_layer = rows[0], next(row for row in rows if row["layer"] == "layers.0")
     assert fragile_row["drop_only_this_int8"] > 40
@@ -55,6 +64,15 @@ def test_sensitivity_ranks_the_fragile_layer_first(fragile):
         and fragile_row["activation_sqnr_db"] < 10 < first_layer["activation_sqnr_db"]
     )
     assert all(row["drop_all_but_this_int8"] > 40 for row in rows[1:])  # with layers.2 in int8, all else fails
+
+
+def test_pt2e_sensitivity_and_mixed_precision_find_the_fragile_layer(fragile):
+    """The same questions through torchao: layer names are the model's own modules; no SQNR without modules."""
+    _, _, (images, labels) = fragile
+    rows = layer_sensitivity(recipe(fragile, "pt2e"), images, labels)
+    assert [row["layer"] for row in rows][0] == "layers.2" and rows[0]["drop_only_this_int8"] > 40
+    assert "weight_sqnr_db" not in rows[0]
+    assert fewest_float_layers(recipe(fragile, "pt2e"), labels, [], budget=0.2) == ["layers.2"]
 
 
 def test_mixed_model_file_loads_back_exactly(fragile, tmp_path):

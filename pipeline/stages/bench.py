@@ -38,7 +38,7 @@ def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2
         from pipeline import pt2e as torchao_flow
 
         static = torchao_flow.quantize_static(fp32, torchao_flow.static_config("minmax", False), images, 4)
-        yield "pt2e", {"dynamic": torchao_flow.quantize_dynamic(fp32), "static": static}, True
+        yield "pt2e", {"dynamic": torchao_flow.quantize_dynamic(fp32, INPUT_SHAPE), "static": static}, True
 
 
 def command(

@@ -27,7 +27,7 @@ def command(
     if backend == "pt2e":
         from pipeline import pt2e
 
-        int8 = pt2e.quantize_dynamic(model)
+        int8 = pt2e.quantize_dynamic(model, arch["input"])
         per_channel = True  # torchao's int8 weights have a scale per row
     else:
         use_engine(engine)

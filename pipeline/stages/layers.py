@@ -20,7 +20,7 @@ from pipeline.checkpoints import load_fp32
 from pipeline.data import load_split
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
-from pipeline.quantize import float_twin, float_weight, quantize_static, recipe_qconfig, use_engine
+from pipeline.quantize import float_twin, float_weight, has_eager_twin, quantize_static, recipe_qconfig, use_engine
 
 LAYERS_FILE = PLOTS_DIR / "layers.json"
 HISTOGRAMS_FILE = PLOTS_DIR / "weight_histograms.json"
@@ -119,6 +119,14 @@ def histogram_rows(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> 
     ]
 
 
+def write_not_applicable(reason: str) -> None:
+    """Outputs that say the check does not apply, so the pipeline and its report go on."""
+    save_json([], LAYERS_FILE)
+    save_json([], HISTOGRAMS_FILE)
+    save_json({"layers": 0, "not_applicable": reason}, AFFINE_FILE)
+    typer.echo(f"from-scratch check not applicable: {reason}")
+
+
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     fp32_file: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 checkpoint"),
@@ -128,6 +136,9 @@ def command(
     params = load_params(params_file)
     settings, engine, batches = params.static, params.engine, params.calibration.batches
     fp32, _ = load_fp32(fp32_file)
+    if not has_eager_twin(fp32):
+        write_not_applicable(f"{type(fp32).__name__} has no eager int8 twin whose modules hold the numbers")
+        return
     images, _ = load_split(data_dir / "calib.pt")
     use_engine(engine)
     qconfig = recipe_qconfig(params)

@@ -2,11 +2,11 @@
 
     python -m pipeline sensitivity
 
-For each quantizable layer, with the static recipe of params.yaml: the accuracy drop (points, test set) when
-only that layer is int8 and when every layer but that one is int8, and the SQNR of its weights and of its output
-activations in the full int8 model against FP32. Rows are sorted, most sensitive first; `static.skip_layers`
-takes these names. The search behind `static.max_accuracy_drop`
-is `pipeline.mixed_precision.fewest_float_layers`.
+For each quantizable layer, with the static recipe of params.yaml and its backend: the accuracy drop (points, test
+set) when only that layer is int8 and when every layer but that one is int8, and (eager backend) the SQNR of its
+weights and of its output activations in the full int8 model against FP32. Rows are sorted, most sensitive
+first; `static.skip_layers` takes these names. The search behind `static.max_accuracy_drop` is
+`pipeline.mixed_precision.fewest_float_layers`.
 """
 
 from pathlib import Path
@@ -14,24 +14,17 @@ from pathlib import Path
 import torch
 import typer
 from torch import nn
+from tqdm import tqdm
 
 from pipeline.artifacts import save_json
 from pipeline.checkpoints import load_fp32
 from pipeline.data import load_split
 from pipeline.fidelity import sqnr_db
-from pipeline.mixed_precision import points
+from pipeline.mixed_precision import EagerRecipe, points, static_recipe
 from pipeline.models import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
-from pipeline.quantize import (
-    float_twin,
-    float_weight,
-    quantizable_layers,
-    quantize_only,
-    quantize_static,
-    recipe_qconfig,
-    use_engine,
-)
+from pipeline.quantize import float_twin, float_weight, use_engine
 
 SENSITIVITY_FILE = PLOTS_DIR / "sensitivity.json"
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
@@ -53,28 +46,36 @@ def layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor) -> d
     return outputs
 
 
-def layer_sensitivity(model, qconfig, calibration, batches, fused, images, labels) -> list[dict]:
+def layer_sensitivity(recipe, images: torch.Tensor, labels: torch.Tensor) -> list[dict]:
     """One row per quantizable layer, most sensitive first (largest drop when only it is int8)."""
-    baseline = accuracy(model, images, labels)
-    full = quantize_static(model, qconfig, calibration, batches, fused)
-    reference = float_twin(model, fused)
-    names = quantizable_layers(reference)
-    fp32_out, int8_out = (layer_outputs(m, names, images[:ACTIVATION_IMAGES]) for m in (reference, full))
-    modules, int8_modules = dict(reference.named_modules()), dict(full.named_modules())
-    rows = []
-    for name in names:
-        only = quantize_only(model, name, qconfig, calibration, batches, fused)
-        all_but = quantize_static(model, qconfig, calibration, batches, fused, skip_layers=[name])
-        rows.append(
-            {
-                "layer": name,
-                "drop_only_this_int8": points(baseline, accuracy(only, images, labels)),
-                "drop_all_but_this_int8": points(baseline, accuracy(all_but, images, labels)),
-                "weight_sqnr_db": sqnr_db(float_weight(modules[name]), int8_modules[name].weight().dequantize()),
-                "activation_sqnr_db": sqnr_db(fp32_out[name], int8_out[name]),
-            }
-        )
+    baseline = accuracy(recipe.model, images, labels)
+    names = recipe.layers()
+    noise = signal_to_noise(recipe, names, images[:ACTIVATION_IMAGES]) if isinstance(recipe, EagerRecipe) else {}
+    rows = [
+        {
+            "layer": name,
+            "drop_only_this_int8": points(baseline, accuracy(recipe.only_int8(name), images, labels)),
+            "drop_all_but_this_int8": points(baseline, accuracy(recipe.with_float([name]), images, labels)),
+            **noise.get(name, {}),
+        }
+        for name in tqdm(names, desc="layers", leave=False, disable=None)
+    ]
     return sorted(rows, key=lambda row: row["drop_only_this_int8"], reverse=True)
+
+
+def signal_to_noise(recipe: EagerRecipe, names: list[str], images: torch.Tensor) -> dict[str, dict]:
+    """The SQNR of each layer's weights and output in the full int8 model against FP32. Eager modules hold both;
+    a pt2e graph keeps no modules to hook, so its rows have the accuracy drops alone."""
+    full, reference = recipe.with_float([]), float_twin(recipe.model, recipe.fused)
+    fp32_out, int8_out = (layer_outputs(model, names, images) for model in (reference, full))
+    modules, int8_modules = dict(reference.named_modules()), dict(full.named_modules())
+    return {
+        name: {
+            "weight_sqnr_db": sqnr_db(float_weight(modules[name]), int8_modules[name].weight().dequantize()),
+            "activation_sqnr_db": sqnr_db(fp32_out[name], int8_out[name]),
+        }
+        for name in names
+    }
 
 
 def command(
@@ -89,10 +90,7 @@ def command(
     calibration, _ = load_split(data_dir / "calib.pt")
     images, labels = load_split(data_dir / "test.pt")
     use_engine(params.engine)
-    qconfig = recipe_qconfig(params)
-    rows = layer_sensitivity(
-        model, qconfig, calibration, params.calibration.batches, params.static.fuse, images, labels
-    )
+    rows = layer_sensitivity(static_recipe(model, params, calibration), images, labels)
     save_json(rows, out)
     for row in rows:
         typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))

@@ -10,10 +10,10 @@ import typer
 from pipeline.checkpoints import load_fp32, save_variant
 from pipeline.data import load_split, read_info
 from pipeline.errors import PipelineError
-from pipeline.mixed_precision import fewest_float_layers
+from pipeline.mixed_precision import fewest_float_layers, static_recipe
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
-from pipeline.quantize import quantize_static, recipe_qconfig, use_engine
+from pipeline.quantize import use_engine
 
 
 def command(
@@ -33,22 +33,16 @@ def command(
         raise PipelineError(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
-    qconfig = recipe_qconfig(params)
+    conversion = static_recipe(model, params, images)
     skip_layers = list(settings.skip_layers)
     if settings.max_accuracy_drop is not None:
-        skip_layers = fewest_float_layers(
-            model, qconfig, images, labels, batches, settings.fuse, skip_layers, settings.max_accuracy_drop
-        )
+        skip_layers = fewest_float_layers(conversion, labels, skip_layers, settings.max_accuracy_drop)
         typer.echo(f"kept in FP32 to lose at most {settings.max_accuracy_drop} points: {skip_layers or 'none'}")
+    int8 = conversion.with_float(skip_layers)
     if backend == "pt2e":
-        from pipeline import pt2e
-
-        config = pt2e.static_config(settings.observer, settings.symmetric_activations)
-        int8 = pt2e.quantize_static(model, config, images, batches, skip_layers)
         # Inductor fuses every op with its quantize/dequantize pair and runs only per-channel int8 weights.
         fused, per_channel = True, True
     else:
-        int8 = quantize_static(model, qconfig, images, batches, settings.fuse, skip_layers)
         fused, per_channel = settings.fuse, params.quantize.per_channel
     recipe = {
         "method": "static",

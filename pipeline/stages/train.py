@@ -11,19 +11,21 @@ import typer
 from pipeline.artifacts import save_json
 from pipeline.checkpoints import save_fp32
 from pipeline.data import load_split, read_info
-from pipeline.models import architecture, build
+from pipeline.models import accuracy, architecture, build
+from pipeline.own_model import adopt
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, PREPARED_DIR, TRAINING_HISTORY
+from pipeline.paths import FP32_MODEL, OWN_MODEL, PREPARED_DIR, TRAINING_HISTORY
 from pipeline.training import fit, pick_device
 
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt and dataset.json"),
-    out: Path = typer.Option(FP32_MODEL, "--out", help="FP32 checkpoint to write"),
+    out: Path = typer.Option(FP32_MODEL, "--out", help="folder for the FP32 model"),
+    own_model: Path = typer.Option(OWN_MODEL, "--own", help="your exported model, for train.arch: exported"),
     history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
 ) -> None:
-    """Train the FP32 model."""
+    """Train the FP32 model, or adopt your exported one."""
     params = load_params(params_file)
     device = pick_device(params.train.device)
     torch.set_num_threads(params.train.threads)
@@ -31,6 +33,12 @@ def command(
     test = load_split(data_dir / "test.pt")
     torch.manual_seed(params.seed)
     data = read_info(data_dir)
+    if params.train.arch == "exported":
+        program, arch = adopt(own_model, data, test[0])
+        typer.echo(f"adopted {own_model}: test accuracy {accuracy(program.module(), *test):.4f}")
+        save_fp32(program, arch, out, data)
+        save_json([], history_out)  # no training, no history
+        return
     arch = architecture(params.train, data)
     model = build(arch)
     history = fit(

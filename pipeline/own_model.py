@@ -1,0 +1,58 @@
+"""Your own trained model: a torch.export archive of an FP32 classifier, which the train stage adopts in place of
+training (`train.arch: exported`), once it has been checked against the prepared data.
+
+Only an exported graph is taken, never a pickled module: unpickling a `.pt` of a whole module runs whatever code
+the file names, and needs the class's source besides.
+"""
+
+from pathlib import Path
+
+import torch
+
+from pipeline.archives import load_archive
+from pipeline.data import DataInfo
+from pipeline.errors import PipelineError
+
+
+def how_to_export(path: Path) -> str:
+    return (
+        "export it in your own code with: program = torch.export.export(model.eval(), (example,), "
+        f"dynamic_shapes=({{0: torch.export.Dim('batch')}},)); torch.export.save(program, '{path}')"
+    )
+
+
+PICKLED = (".pt", ".pth", ".pkl")
+
+
+def input_shape(program: torch.export.ExportedProgram) -> list:
+    """The shape of the program's image input, the batch dimension symbolic where export made it dynamic."""
+    inputs = [node for node in program.graph.nodes if node.op == "placeholder"]
+    user_inputs = program.graph_signature.user_inputs
+    image = next(node for node in inputs if node.name in user_inputs)
+    return list(image.meta["val"].shape)
+
+
+def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.export.ExportedProgram, dict]:
+    """The exported model at `path`, checked to take the data's images and give one output per class; and the
+    arch a checkpoint records for it."""
+    pickled = [other for other in sorted(path.parent.glob("*")) if other.suffix in PICKLED]
+    if not path.is_file():
+        found = f"found {pickled[0].name}, a pickled module, which is refused; " if pickled else "no such file; "
+        raise PipelineError(f"{path}: {found}{how_to_export(path)}")
+    program, _ = load_archive(path)
+    shape = input_shape(program)
+    if len(shape) != 4 or [str(size) for size in shape[1:]] != [str(size) for size in data.input_shape]:
+        raise PipelineError(
+            f"{path}: the model takes images of shape {[str(size) for size in shape]}, but the prepared images are "
+            f"[N, {', '.join(map(str, data.input_shape))}] (set data.channels and data.image_size, or export anew)"
+        )
+    if isinstance(shape[0], int):
+        raise PipelineError(f"{path}: its batch size is fixed at {shape[0]}; {how_to_export(path)}")
+    with torch.inference_mode():
+        outputs = program.module()(images[:2])
+    if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
+        raise PipelineError(
+            f"{path}: the model gives {list(outputs.shape[1:])} outputs per image, but the data has "
+            f"{len(data.classes)} classes ({', '.join(data.classes)})"
+        )
+    return program, {"name": "exported", "input": data.input_shape, "classes": len(data.classes)}
