@@ -108,3 +108,12 @@ def test_bench_rejects_an_unknown_engine(trained, monkeypatch):
     monkeypatch.chdir(trained)
     result = run("bench", "--engine", "tpu")
     assert result.exit_code != 0 and "not supported here" in result.output
+
+
+def test_bench_names_an_unknown_architecture(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    result = run("bench", "--arch", "vgg11")
+    assert (
+        result.exit_code == 1
+        and "unknown architecture 'vgg11'; expected one of ['mlp', 'cnn', 'resnet18'" in result.output
+    )

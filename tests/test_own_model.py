@@ -11,9 +11,9 @@ from torch import nn
 
 from pipeline.data import DataInfo, model_inputs
 from pipeline.training import fit
-from tests.conftest import colour_images, write_image_folder, write_params
+from tests.conftest import colour_images, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import Exploit, assert_clean_failure, run
-from tests.test_own_data import own_params
+from tests.test_own_data import own_params, repro_every_stage
 from tests.test_pipeline import commit, make_repo, sh
 
 COLOURS = DataInfo("imagefolder", 3, 12, 12, ("blue", "green", "red"))
@@ -117,11 +117,12 @@ def test_a_planted_pickle_is_refused_and_does_not_run(own, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported_repo(tmp_path_factory):
-    """A git + DVC copy of the pipeline with an image folder and the exported Residual model, backend pt2e."""
+    """A git + DVC copy of the pipeline with tensor files for data (the image folder has its own end-to-end test)
+    and the exported Residual model, backend pt2e."""
     base = tmp_path_factory.mktemp("exported")
     # One batch size: every form of a pt2e model compiles once per size.
     overrides = {"train.arch": "exported", "quantize.backend": "pt2e", "evaluate.batch_sizes": [16]}
-    params = own_params(write_image_folder(base / "images"), "imagefolder", **overrides)
+    params = own_params(write_tensor_files(base / "tensors"), "tensors", **overrides)
     export_trained(base / "model.pt2")
     repo = make_repo(base / "repo", params)
     (repo / "models/own/model.pt2").write_bytes((base / "model.pt2").read_bytes())
@@ -130,12 +131,8 @@ def exported_repo(tmp_path_factory):
 
 
 def test_an_exported_model_goes_through_every_stage(exported_repo):
-    log = sh("dvc", "repro", cwd=exported_repo)
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity"):
-        assert f"Running stage '{stage}'" in log
-    metrics = json.loads((exported_repo / "reports/metrics.json").read_text())
+    metrics = repro_every_stage(exported_repo)
     for variant in ("fp32", "dynamic", "static", "qat"):
-        assert metrics[variant]["accuracy"] > 0.8, variant  # three classes: chance is 0.33
         assert set(metrics[variant]["best_form"].values()) == {"compiled"}
     layers = {row["layer"] for row in json.loads((exported_repo / "reports/plots/sensitivity.json").read_text())}
     assert layers == {"stem", "depthwise", "pointwise", "head"}

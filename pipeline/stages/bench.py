@@ -13,15 +13,17 @@ import torch
 import typer
 from torch import nn
 
+from pipeline.data import DataInfo
 from pipeline.latency import best_of, compiled, time_models, unsaved_forms
-from pipeline.models import build, example_input
+from pipeline.models import architecture, build, example_input
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.quantize import quantize_dynamic, quantize_static, static_qconfig, use_engine
+from pipeline.quantize import has_eager_twin, quantize_dynamic, quantize_static, static_qconfig, use_engine
 
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
 # Models of the IDX data sets' shape: 28x28 grey images, 10 classes.
-INPUT_SHAPE, CLASSES = [1, 28, 28], 10
+IDX_DATA = DataInfo("bench", 1, 28, 28, tuple(str(label) for label in range(10)))
+INPUT_SHAPE = IDX_DATA.input_shape
 
 
 def cell(entry: dict) -> str:
@@ -29,8 +31,9 @@ def cell(entry: dict) -> str:
 
 
 def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2e: bool, per_channel: bool):
-    """(backend label, {"dynamic": model, "static": model}, is_exported) for each eager engine, then pt2e."""
-    for engine in engines:
+    """(backend label, {"dynamic": model, "static": model}, is_exported) for each eager engine (models with an
+    eager int8 twin), then pt2e."""
+    for engine in engines if has_eager_twin(fp32) else ():
         use_engine(engine)
         static = quantize_static(fp32, static_qconfig("minmax", per_channel, engine), images, 4, fused=True)
         yield f"eager {engine}", {"dynamic": quantize_dynamic(fp32, per_channel), "static": static}, False
@@ -45,11 +48,14 @@ def command(
     params_file: ParamsOption = PARAMS_FILE,
     engines: list[str] = typer.Option(list(ENGINES), "--engine", help="quantized engines of the eager backend"),
     pt2e: bool = typer.Option(True, help="also the pt2e backend (torchao, compiled by torch.compile)"),
+    archs: list[str] = typer.Option(
+        ["mlp", "cnn"], "--arch", help="train.arch values to compare: mlp, cnn, resnet18, ..."
+    ),
     repeats: int = typer.Option(
         100, min=3, help="timed calls per form and batch size (evaluate.max_seconds caps them)"
     ),
 ) -> None:
-    """Print best FP32 against best int8 latency for the MLP and the CNN, per backend and quantized engine."""
+    """Print best FP32 against best int8 latency per architecture, backend and quantized engine."""
     params = load_params(params_file)
     timing = params.evaluate.model_copy(update={"repeats": repeats})
     unknown = sorted(set(engines) - set(torch.backends.quantized.supported_engines))
@@ -62,10 +68,8 @@ def command(
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, median ms and best form per batch\n")
     header = ["arch", "backend", "batch", "fp32", "dynamic int8", "static int8", "dynamic x faster", "static x faster"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for arch in (
-        {"name": "mlp", "hidden": list(params.train.hidden), "input": INPUT_SHAPE, "classes": CLASSES},
-        {"name": "cnn", "channels": list(params.train.channels), "input": INPUT_SHAPE, "classes": CLASSES},
-    ):
+    for name in archs:
+        arch = architecture(params.train.model_copy(update={"arch": name}), IDX_DATA)
         torch.manual_seed(params.seed)
         fp32 = build(arch).eval()
         forms = {"fp32": unsaved_forms(fp32, "fp32", example_input(arch))}
