@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.archives import load_archive
+from pipeline.artifacts import first_line
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
 
@@ -35,8 +36,8 @@ def input_shape(program: torch.export.ExportedProgram) -> list:
 def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.export.ExportedProgram, dict]:
     """The exported model at `path`, checked to take the data's images and give one output per class; and the
     arch a checkpoint records for it."""
-    pickled = [other for other in sorted(path.parent.glob("*")) if other.suffix in PICKLED]
     if not path.is_file():
+        pickled = [other for other in sorted(path.parent.glob("*")) if other.suffix in PICKLED]
         found = f"found {pickled[0].name}, a pickled module, which is refused; " if pickled else "no such file; "
         raise PipelineError(f"{path}: {found}{how_to_export(path)}")
     program, _ = load_archive(path)
@@ -48,8 +49,11 @@ def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.expor
         )
     if isinstance(shape[0], int):
         raise PipelineError(f"{path}: its batch size is fixed at {shape[0]}; {how_to_export(path)}")
-    with torch.inference_mode():
-        outputs = program.module()(images[:2])
+    try:
+        with torch.inference_mode():
+            outputs = program.module()(images[:2])
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise PipelineError(f"{path}: the model fails on two prepared images ({first_line(error)})") from None
     if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
         raise PipelineError(
             f"{path}: the model gives {list(outputs.shape[1:])} outputs per image, but the data has "
