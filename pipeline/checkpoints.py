@@ -9,8 +9,13 @@ what made it:
   arch and recipe as an extra file (`pipeline.archives`).
 Beside the deployable file lies its input contract, `model.json` (`pipeline.contract`). Loading needs neither
 calibration data nor training state.
+
+Every folder also holds `model.onnx`, the same model for ONNX Runtime and OpenVINO (`pipeline.exchange`); the
+variants of `quantize.backend: onnxruntime | openvino` made by the runtime's own quantizer hold only the
+runtime's file (`model.onnx`, or `model.xml` and `model.bin`) and its contract (`save_runtime_variant`).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,8 +27,10 @@ from pipeline.artifacts import atomic_dir, first_line, load_torch, save_torch
 from pipeline.contract import write_contract
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
+from pipeline.exchange import export_onnx, onnx_to_openvino
 from pipeline.models import build, example_input
 from pipeline.quantize import empty_int8
+from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, runtime_files
 from pipeline.torchscript import save_deployable
 
 EAGER_FILE, EXPORTED_FILE = "model.pt", "model.pt2"
@@ -39,8 +46,24 @@ def model_file(location: Path) -> Path:
     raise PipelineError(f"{location}: holds no {EAGER_FILE} or {EXPORTED_FILE} (run the stage that makes it)")
 
 
+def onnx_file(location: Path) -> Path:
+    """The ONNX file of the model at `location` (its folder, or a file in it)."""
+    path = (location if location.is_dir() else location.parent) / ONNX_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
+    return path
+
+
+def holds_pytorch_model(location: Path) -> bool:
+    """Whether `location` is a PyTorch model file or a folder holding one (else only a runtime's files)."""
+    return not location.is_dir() or any((location / name).is_file() for name in (EAGER_FILE, EXPORTED_FILE))
+
+
 def deployable_path(path: Path) -> Path:
-    """The file a user deploys: the TorchScript twin of an eager model file, or the torch.export archive itself."""
+    """The file a user deploys: the TorchScript twin of an eager model file, the torch.export archive itself, or
+    in a folder that only a runtime runs, that runtime's file."""
+    if not holds_pytorch_model(path):
+        return next(iter(runtime_files(path).values()), path / ONNX_FILE)
     path = model_file(path)
     return path if path.suffix == ".pt2" else path.with_suffix(".ts")
 
@@ -48,12 +71,15 @@ def deployable_path(path: Path) -> Path:
 def save_fp32(model: nn.Module, arch: dict, folder: Path, data: DataInfo) -> None:
     """The FP32 model's folder, whole or not at all: the checkpoint (weights and arch) and its TorchScript twin,
     or for a model you exported its torch.export archive; and the deployable file's input contract."""
+    settings = {"kind": "fp32", "arch": arch}
     with atomic_dir(folder) as temporary:
         if isinstance(model, torch.export.ExportedProgram):
-            write_archive(model, {"kind": "fp32", "arch": arch}, temporary / EXPORTED_FILE)
+            write_archive(model, settings, temporary / EXPORTED_FILE)
+            model = model.module()
         else:
-            save_torch({"kind": "fp32", "arch": arch, "state_dict": model.state_dict()}, temporary / EAGER_FILE)
+            save_torch({**settings, "state_dict": model.state_dict()}, temporary / EAGER_FILE)
             save_deployable(model, example_input(arch), deployable_path(temporary))
+        export_onnx(model, example_input(arch), settings, temporary / ONNX_FILE)
         write_contract(deployable_path(temporary), data, engine=None)
 
 
@@ -63,16 +89,35 @@ def save_int8(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:
     save_deployable(model, example_input(arch), deployable_path(path))
 
 
-def save_variant(model: nn.Module, arch: dict, recipe: dict, folder: Path, data: DataInfo) -> None:
-    """Write an int8 variant's folder, whole or not at all: eager files, or a torch.export archive for pt2e, and
-    the deployable file's input contract."""
+def save_variant(
+    model: nn.Module, arch: dict, recipe: dict, folder: Path, data: DataInfo, write_onnx: Callable | None = None
+) -> None:
+    """Write an int8 variant's folder, whole or not at all: eager files, or a torch.export archive for pt2e; the
+    model as ONNX, exported, or written by `write_onnx(settings, path)` where it cannot be (dynamic int8); for
+    the openvino backend also in OpenVINO's format; and the deployable file's input contract."""
+    settings = {"kind": "int8", "arch": arch, "recipe": recipe}
     with atomic_dir(folder) as temporary:
         if recipe["backend"] == "pt2e":
             save_exported(model, arch, recipe, temporary / EXPORTED_FILE)
         else:
             save_int8(model, arch, recipe, temporary / EAGER_FILE)
-        engine = recipe["engine"] if recipe["backend"] == "eager" else None  # eager int8 weights are packed for it
-        write_contract(deployable_path(temporary), data, engine)
+        if write_onnx is None:
+            export_onnx(model, example_input(arch), settings, temporary / ONNX_FILE)
+        else:
+            write_onnx(settings, temporary / ONNX_FILE)
+        if recipe["backend"] == "openvino":
+            onnx_to_openvino(temporary / ONNX_FILE, settings, temporary / OPENVINO_FILE)
+        deployable = deployable_path(temporary)
+        engine = recipe["engine"] if deployable.suffix == ".ts" else None  # eager int8 weights are packed for it
+        write_contract(deployable, data, engine)
+
+
+def save_runtime_variant(write: Callable, file_name: str, arch: dict, recipe: dict, folder: Path, data: DataInfo):
+    """Write the folder of an int8 variant that only a runtime runs: the file `write(settings, path)` makes, and
+    its input contract."""
+    with atomic_dir(folder) as temporary:
+        write({"kind": "int8", "arch": arch, "recipe": recipe}, temporary / file_name)
+        write_contract(temporary / file_name, data, engine=None)
 
 
 def save_exported(model: nn.Module, arch: dict, recipe: dict, path: Path) -> None:

@@ -55,7 +55,8 @@ class TrainParams(Section):
 
 
 class QuantizeParams(Section):
-    backend: Literal["eager", "pt2e"]  # torch.ao eager modules, or torchao on torch.export graphs
+    # torch.ao eager modules, torchao on torch.export graphs, or a runtime's own quantizer on the ONNX file
+    backend: Literal["eager", "pt2e", "onnxruntime", "openvino"]
     engine: Literal["auto", "x86", "fbgemm", "qnnpack", "onednn"]  # the eager backend's int8 kernels
     per_channel: bool  # weight scales per output channel, for every method (pt2e: always)
 
@@ -64,6 +65,22 @@ class QuantizeParams(Section):
 # FP32 at batch 256, onednn 1.0x); onednn ran the CNN's int8 convolutions fastest (2.7x FP32, x86 1.9x), and is
 # taken for torchvision's convolutional architectures too.
 AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn"}
+
+
+class OnnxRuntimeParams(Section):
+    """ONNX Runtime's quantizer (quantize.backend: onnxruntime)."""
+
+    format: Literal["qdq", "qoperator"]  # QuantizeLinear/DequantizeLinear pairs, or QLinear* operators
+    activation_type: Literal["int8", "uint8"]
+    weight_type: Literal["int8", "uint8"]
+    reduce_range: bool  # 7-bit weights: for uint8 activations on CPUs without VNNI, whose kernels can saturate
+
+
+class OpenVinoParams(Section):
+    """NNCF, OpenVINO's quantizer (quantize.backend: openvino)."""
+
+    # performance: symmetric weights and activations; mixed: asymmetric activations (and, for dynamic, weights)
+    preset: Literal["performance", "mixed"]
 
 
 class StaticParams(Section):
@@ -96,6 +113,8 @@ class Params(Section):
     calibration: CalibrationParams
     train: TrainParams
     quantize: QuantizeParams
+    onnxruntime: OnnxRuntimeParams
+    openvino: OpenVinoParams
     static: StaticParams
     qat: QatParams
     evaluate: EvaluateParams

@@ -3,13 +3,18 @@
     python -m pipeline evaluate
 
 Per variant: top-1 and per-class accuracy, agreement with FP32 and logit SQNR; file sizes (the .pt state dict,
-the .ts file a user deploys, and the floor of the weights themselves); and latency in every form (eager,
-TorchScript, TorchScript optimized), median and 90th percentile per batch size, with the best form reported.
-Every form of every model is timed in the same rounds, so ratios compare best FP32 with best int8 measured
-at the same moments. Writes reports/metrics.json and the plot data under reports/plots/.
+each file a user deploys: .ts or .pt2, .onnx, OpenVINO's .xml and .bin, and the floor of the weights themselves);
+and latency in every form on every installed runtime (PyTorch eager, TorchScript, TorchScript optimized,
+torch.compile; ONNX Runtime; OpenVINO), median and 90th percentile per batch size, with the best form reported.
+Every form of every model is timed in the same rounds, so ratios compare the fastest FP32 a user could deploy
+with the fastest int8, measured at the same moments. Each runtime's predictions are also checked against the
+variant's own (`runtime_agreement`): for a PyTorch variant, how faithfully its ONNX export carries it. Writes
+reports/metrics.json and the plot data under reports/plots/.
 """
 
 import platform
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,12 +23,13 @@ import typer
 from torch import nn
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import deployable_path, floor_bytes, model_file, read_model
+from pipeline.checkpoints import deployable_path, floor_bytes, holds_pytorch_model, model_file, read_model
 from pipeline.data import load_split
-from pipeline.fidelity import logits, score
+from pipeline.errors import PipelineError
+from pipeline.exchange import onnx_floor_bytes, openvino_floor_bytes
+from pipeline.fidelity import agreement, logits, score
 from pipeline.latency import (
     best_of,
-    compiled,
     compiled_forms,
     cpu_flags,
     cpu_info,
@@ -36,7 +42,48 @@ from pipeline.latency import (
 from pipeline.params import PARAMS_FILE, EvaluateParams, ParamsOption, load_params
 from pipeline.paths import INT8_MODELS, METRICS_FILE, PLOTS_DIR, PREPARED_DIR, VARIANTS
 from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES, missing, read_settings, runtime_forms
 from pipeline.torchscript import load_deployable
+
+
+@dataclass
+class Variant:
+    """A model as evaluation runs it: its PyTorch module where it has one, what its files say it is, every form
+    it can be timed in, the runnable its accuracy is scored with, and the runtimes left out (not installed)."""
+
+    model: nn.Module | None
+    settings: dict
+    forms: dict
+    scored: Callable
+    left_out: dict[str, str]
+
+
+def load_variant(folder: Path, threads: int) -> Variant:
+    """Load every file of a model's folder, so a damaged one stops evaluation before any timing."""
+    runtimes, left_out = runtime_forms(folder, threads)
+    if not holds_pytorch_model(folder):
+        if not runtimes:  # only a runtime's file, and that runtime missing: nothing can run it
+            raise PipelineError(next(iter(left_out.values()), f"{folder}: holds no model file (run `dvc repro`)"))
+        settings = read_settings(folder)
+        return Variant(None, settings, runtimes, next(iter(runtimes.values())), left_out)
+    model, settings = read_model(folder)
+    deployable = deployable_path(folder)
+    if deployable.suffix == ".ts":
+        load_deployable(deployable)
+    pytorch = compiled_forms(model, deployable, settings["kind"])
+    # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
+    scored = pytorch["compiled"] if deployable.suffix == ".pt2" else model
+    return Variant(model, settings, {**pytorch, **runtimes}, scored, left_out)
+
+
+def runtime_agreement(variant: Variant, reference: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """Share of test images on which each runtime predicts what the variant's scored form predicts: for a
+    PyTorch model, how faithfully its ONNX file carries it to ONNX Runtime and OpenVINO."""
+    return {
+        runtime: round(agreement(logits(run, images).argmax(1), reference.argmax(1)), 4)
+        for runtime, run in variant.forms.items()
+        if runtime in RUNTIMES and run is not variant.scored
+    }
 
 
 def latency_summary(forms: dict) -> dict:
@@ -53,13 +100,39 @@ def latency_summary(forms: dict) -> dict:
     }
 
 
-def measure_size(model: nn.Module, path: Path) -> dict:
-    floor, deployed = floor_bytes(model.state_dict()), deployable_path(path).stat().st_size
+def measure_size(model: nn.Module | None, folder: Path) -> dict:
+    """The model file's bytes, the deployable file's, and every deployed file against the least it could hold."""
+    files = deployed_files(model, folder)
+    deployable = deployable_path(folder)
+    main = files[FORMAT_OF[deployable.suffix]]
     return {
-        "size_bytes": model_file(path).stat().st_size,
-        "deploy_size_bytes": deployed,
-        "floor_bytes": floor,
-        "deploy_floor_ratio": round(deployed / floor, 4),
+        "size_bytes": (model_file(folder) if model is not None else deployable).stat().st_size,
+        "deploy_size_bytes": main["bytes"],
+        "floor_bytes": main["floor_bytes"],
+        "deploy_floor_ratio": main["floor_ratio"],
+        "files": files,
+    }
+
+
+FORMAT_OF = {".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnx", ".xml": "openvino"}
+
+
+def deployed_files(model: nn.Module | None, folder: Path) -> dict:
+    """{format: bytes, floor_bytes, floor_ratio} for each deployable file in `folder`; OpenVINO's counts .xml+.bin."""
+    found = {}
+    if model is not None:
+        found[FORMAT_OF[deployable_path(folder).suffix]] = (
+            deployable_path(folder).stat().st_size,
+            floor_bytes(model.state_dict()),
+        )
+    if (folder / ONNX_FILE).is_file():
+        found["onnx"] = ((folder / ONNX_FILE).stat().st_size, onnx_floor_bytes(folder / ONNX_FILE))
+    if (folder / OPENVINO_FILE).is_file():
+        xml = folder / OPENVINO_FILE
+        found["openvino"] = (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size, openvino_floor_bytes(xml))
+    return {
+        name: {"bytes": size, "floor_bytes": floor, "floor_ratio": round(size / floor, 4)}
+        for name, (size, floor) in found.items()
     }
 
 
@@ -82,6 +155,10 @@ def fusion_effect(fused_first: bool, static_latency: dict, counterpart_latency: 
     }
 
 
+def runtime_label(form: str) -> str:
+    return form if form in RUNTIMES else f"pytorch {form}"
+
+
 def against(baseline: dict, variant: dict) -> dict:
     """A variant against FP32: accuracy change (fraction), size ratios, and best-form speed-up per batch size."""
     return {
@@ -90,18 +167,22 @@ def against(baseline: dict, variant: dict) -> dict:
         "deploy_size_ratio": round(variant["deploy_size_bytes"] / baseline["deploy_size_bytes"], 4),
         "speedup": {key: round(baseline["latency_ms"][key] / value, 4) for key, value in variant["latency_ms"].items()},
         "compared": {
-            key: f"int8 {form} vs fp32 {baseline['best_form'][key]}" for key, form in variant["best_form"].items()
+            key: f"int8 {runtime_label(form)} vs fp32 {runtime_label(baseline['best_form'][key])}"
+            for key, form in variant["best_form"].items()
         },
     }
 
 
 def environment(threads: int, backend: str) -> dict:
     cpu = cpu_info()
+    engines = {"eager": torch.backends.quantized.engine, "pt2e": "none (Inductor's oneDNN)"}
     return {
         "backend": backend,
         "torch": torch.__version__,
         "torchao": version("torchao") if backend == "pt2e" else "not used",
-        "quantized_engine": torch.backends.quantized.engine if backend == "eager" else "none (Inductor's oneDNN)",
+        **{runtime: "not installed" if missing(runtime) else version(runtime) for runtime in RUNTIMES},
+        "nncf": version("nncf") if backend == "openvino" else "not used",
+        "quantized_engine": engines.get(backend, "none (the runtime's own kernels)"),
         "cpu_model": cpu_model(cpu),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": " ".join(cpu_flags(cpu)),
@@ -159,23 +240,13 @@ def command(
     settings = params.evaluate
     images, labels = load_split(data_dir / "test.pt")
     calibration, _ = load_split(data_dir / "calib.pt")
-    loaded = {name: read_model(path) for name, path in VARIANTS.items()}  # every file is checked before timing
-    models = {name: model for name, (model, _) in loaded.items()}
-    kinds = {name: info["kind"] for name, (_, info) in loaded.items()}
-    recipes = {name: loaded[name][1]["recipe"] for name in INT8_MODELS}
-    for path in VARIANTS.values():
-        if deployable_path(path).suffix == ".ts":
-            load_deployable(deployable_path(path))
     torch.set_num_threads(settings.threads)
-    # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
-    outputs = {
-        name: logits(compiled(model) if model_file(VARIANTS[name]).suffix == ".pt2" else model, images)
-        for name, model in models.items()
-    }
-    forms = {
-        name: compiled_forms(model, deployable_path(VARIANTS[name]), kinds[name]) for name, model in models.items()
-    }
-    fusion_measured = recipes["static"].get("backend") != "pt2e"  # torch.compile always fuses
+    loaded = {name: load_variant(path, settings.threads) for name, path in VARIANTS.items()}  # all checked first
+    models = {name: variant.model for name, variant in loaded.items()}
+    recipes = {name: loaded[name].settings["recipe"] for name in INT8_MODELS}
+    outputs = {name: logits(variant.scored, images) for name, variant in loaded.items()}
+    forms = {name: variant.forms for name, variant in loaded.items()}
+    fusion_measured = recipes["static"].get("backend", "eager") == "eager"  # torch.compile always fuses
     if fusion_measured:
         counterpart = fusion_counterpart(models["fp32"], recipes["static"], calibration, params.calibration.batches)
         forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8", images[:1])
@@ -185,6 +256,7 @@ def command(
         reference = None if name == "fp32" else outputs["fp32"]
         results[name] = {
             **score(outputs[name], labels, reference),
+            "runtime_agreement": runtime_agreement(loaded[name], outputs[name], images),
             **measure_size(model, VARIANTS[name]),
             **latencies[name],
         }
@@ -205,7 +277,7 @@ def command(
             recipes["static"]["fused"], results["static"]["latency_ms"], latencies["fusion_counterpart"]["latency_ms"]
         )
         if fusion_measured
-        else "not measured: the pt2e backend leaves fusion to torch.compile, which always fuses"
+        else f"not measured: the {recipes['static']['backend']} backend fuses layers itself, always"
     )
     best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
     variants, latency = plot_data(results)
@@ -214,6 +286,7 @@ def command(
             **results,
             "best_int8": best_int8,
             "fp32_cuda": cuda_latency(models["fp32"], images, settings),
+            "runtimes_left_out": {name: v.left_out for name, v in loaded.items() if v.left_out},
             "environment": environment(settings.threads, recipes["static"].get("backend", "eager")),
         },
         metrics_out,
