@@ -1,10 +1,11 @@
 """int8 by the runtimes' own quantizers, from the FP32 model's ONNX file (`quantize.backend: onnxruntime |
 openvino`): ONNX Runtime's `quantize_dynamic` and `quantize_static`, and NNCF's `compress_weights` and `quantize`
 for OpenVINO. Static quantization is calibrated on the same images as PyTorch's, and keeps the same layers in
-FP32: a layer `layers.0` of the PyTorch model is every ONNX node whose name starts with `/layers.0/`, which is
-how the exporter names them.
+FP32: a layer `features.0` of the PyTorch model is every ONNX node in its scope, `/features/features.0/Conv`,
+which is how the exporter names them.
 """
 
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +23,12 @@ OBSERVERS = {"minmax": {}, "moving_average_minmax": {"CalibMovingAverage": True}
 
 
 def onnx_nodes(onnx_file: Path, layers: list[str]) -> list[str]:
-    """The ONNX nodes that make up the PyTorch layers named, e.g. `layers.0` -> /layers.0/Gemm."""
+    """The ONNX nodes that make up the PyTorch layers named, e.g. `features.0` -> /features/features.0/Conv."""
     onnx = require("onnx")
     names = [node.name for node in onnx.load(str(onnx_file)).graph.node]
     nodes = []
     for layer in layers:
-        found = [name for name in names if name.startswith(f"/{layer}/")]
+        found = [name for name in names if layer in name.split("/")[:-1]]
         if not found:
             raise PipelineError(f"static.skip_layers: no node of {onnx_file} belongs to layer '{layer}'")
         nodes += found
@@ -109,7 +110,7 @@ def openvino_static(onnx_file: Path, images: torch.Tensor, preset: str, skip_lay
     """int8 weights and activations by NNCF's post-training quantization, calibrated on every image given."""
     nncf = require("nncf")
     samples = [image[None].numpy() for image in images]  # one image per call: NNCF's statistics assume it
-    ignored = nncf.IgnoredScope(patterns=[f"/{layer}/.*" for layer in skip_layers])
+    ignored = nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in skip_layers])
     int8 = nncf.quantize(
         read_openvino(onnx_file), nncf.Dataset(samples), preset=nncf.QuantizationPreset(preset),
         subset_size=len(samples), ignored_scope=ignored,

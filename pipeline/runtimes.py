@@ -36,6 +36,16 @@ def require(module: str) -> ModuleType:
         ) from None
 
 
+# what each `quantize.backend` of a runtime imports: the runtime, and the quantizer that writes its int8 files
+BACKEND_MODULES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "nncf", "onnx")}
+
+
+def require_backend(backend: str) -> None:
+    """Before any work: stop in one line if `quantize.backend` names a runtime that is not installed."""
+    for module in BACKEND_MODULES.get(backend, ()):
+        require(module)
+
+
 def missing(module: str) -> str | None:
     """Why `module` cannot be used here, or None if it can."""
     try:

@@ -11,6 +11,7 @@ from pipeline.checkpoints import deployable_path, floor_bytes, load_model
 from pipeline.data import load_split
 from pipeline.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
 from pipeline.latency import best_of, compiled_forms, time_calls
+from pipeline.stages.evaluate import runtime_label
 from tests.test_cli import run
 
 
@@ -79,7 +80,15 @@ def test_metrics_name_both_sides_and_every_form(trained, tmp_path, monkeypatch):
         assert entry["deploy_floor_ratio"] >= 1 and set(entry["per_class_accuracy"]) == {str(c) for c in range(10)}
         for key, form in entry["best_form"].items():
             assert entry["forms"][form][key]["median_ms"] == entry["latency_ms"][key] <= entry["latency_p90_ms"][key]
-            assert entry["vs_fp32"]["compared"][key] == f"int8 {form} vs fp32 {metrics['fp32']['best_form'][key]}"
+            fp32_form = metrics["fp32"]["best_form"][key]
+            assert entry["vs_fp32"]["compared"][key] == f"int8 {runtime_label(form)} vs fp32 {runtime_label(fp32_form)}"
+        # every form on every runtime, timed together; the ONNX file predicts as the PyTorch model does (static and
+        # QAT are PyTorch's own int8 exported; dynamic's twin is ONNX Runtime's own dynamic int8 of the FP32 graph)
+        assert {"eager", "torchscript", "onnxruntime", "openvino"} <= set(entry["forms"])
+        least = 0.95 if name == "dynamic" else 0.99
+        assert set(entry["runtime_agreement"]) == {"onnxruntime", "openvino"}
+        assert min(entry["runtime_agreement"].values()) >= least, entry["runtime_agreement"]
+        assert set(entry["files"]) == {"torchscript", "onnx"}
     assert metrics["best_int8"] in ("dynamic", "static", "qat")
     assert isinstance(metrics["fp32_cuda"], dict) or metrics["fp32_cuda"].startswith("not measured")
     assert len(load_json(tmp_path / "plots/confusion_best_int8.json")) == 200
@@ -98,10 +107,14 @@ def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
     result = run("bench", "--engine", "x86", "--repeats", "3")
     assert result.exit_code == 0, result.output
     table = result.output.split("\n\n")[-1].strip().splitlines()[2:]
-    assert len(table) == 2 * 2 * 2  # mlp and cnn; eager x86 and pt2e; batch sizes 1 and 16
+    # mlp and cnn; batch sizes 1 and 16; eager x86 and pt2e on PyTorch and (their ONNX files) on both runtimes,
+    # the onnxruntime backend on both runtimes, the openvino backend on OpenVINO
+    assert len(table) == 2 * 2 * (3 + 3 + 2 + 1)
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[1:3]) for line in table}
+    assert ("onnxruntime", "openvino") in rows and ("openvino", "openvino") in rows
     for line in table:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert float(cells[3].split()[0]) > 0 and float(cells[6]) > 0 and float(cells[7]) > 0
+        assert float(cells[4].split()[0]) > 0 and float(cells[7]) > 0 and float(cells[8]) > 0
 
 
 def test_bench_rejects_an_unknown_engine(trained, monkeypatch):

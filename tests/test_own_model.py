@@ -133,7 +133,9 @@ def exported_repo(tmp_path_factory):
 def test_an_exported_model_goes_through_every_stage(exported_repo):
     metrics = repro_every_stage(exported_repo)
     for variant in ("fp32", "dynamic", "static", "qat"):
-        assert set(metrics[variant]["best_form"].values()) == {"compiled"}
+        # the graph compiled by PyTorch, and its ONNX export run by both runtimes, which predict as it does
+        assert set(metrics[variant]["forms"]) == {"compiled", "onnxruntime", "openvino"}
+        assert min(metrics[variant]["runtime_agreement"].values()) >= 0.99, variant
     layers = {row["layer"] for row in json.loads((exported_repo / "reports/plots/sensitivity.json").read_text())}
     assert layers == {"stem", "depthwise", "pointwise", "head"}
     assert "not_applicable" in json.loads((exported_repo / "reports/affine.json").read_text())

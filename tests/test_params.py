@@ -44,7 +44,11 @@ def edited(tmp_path, old: str, new: str):
             "engine: tpu",
             "quantize.engine: Input should be 'auto', 'x86', 'fbgemm', 'qnnpack' or 'onednn'",
         ),
-        ("backend: eager", "backend: fx", "quantize.backend: Input should be 'eager' or 'pt2e'"),
+        (
+            "backend: eager",
+            "backend: fx",
+            "quantize.backend: Input should be 'eager', 'pt2e', 'onnxruntime' or 'openvino'",
+        ),
         ("calibration:", "calibraton:", "unknown key 'calibraton'"),
         ("  lr: 0.001", "  lr: [0.001", "not valid YAML"),
     ],

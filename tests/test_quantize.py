@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pipeline
 from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8, save_variant
 from pipeline.data import load_split
 from pipeline.models import CNN, MLP, accuracy, predict
+from pipeline.params import OnnxRuntimeParams
 from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quantize_static, static_qconfig, use_engine
+from pipeline.runtime_quantize import onnxruntime_dynamic
 from pipeline.stages.evaluate import measure_size
 from pipeline.torchscript import load_deployable
 from pipeline.training import fit
@@ -93,12 +96,18 @@ def test_classic_mlp_file_sizes(tmp_path):
     save_fp32(model, arch, tmp_path / "fp32", IDX_INFO)
     fp32_size = (tmp_path / "fp32/model.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
+    settings = OnnxRuntimeParams(format="qdq", activation_type="int8", weight_type="int8", reduce_range=False)
     for name, int8 in variants.items():
         recipe = {"method": name, "backend": "eager", "engine": "x86", "fused": True}
-        save_variant(int8, arch, recipe, tmp_path / name, IDX_INFO)
+        # PyTorch cannot export dynamic int8 to ONNX: its ONNX twin is ONNX Runtime's dynamic int8 of FP32's
+        twin = (
+            partial(onnxruntime_dynamic, tmp_path / "fp32/model.onnx", False, settings) if name == "dynamic" else None
+        )
+        save_variant(int8, arch, recipe, tmp_path / name, IDX_INFO, twin if name == "dynamic" else None)
         size = measure_size(int8, tmp_path / name)
         assert size["size_bytes"] < 0.31 * fp32_size
         assert 1 < size["deploy_floor_ratio"] <= 1.10, name
+        assert 1 < size["files"]["onnx"]["floor_ratio"] <= 1.25, name
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

@@ -14,7 +14,7 @@ from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import quantize_dynamic, use_engine
 from pipeline.runtime_quantize import onnxruntime_dynamic, openvino_dynamic
-from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE
+from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, require_backend
 
 
 def command(
@@ -25,6 +25,7 @@ def command(
 ) -> None:
     """Quantize the FP32 model's Linear layers dynamically to int8."""
     params = load_params(params_file)
+    require_backend(params.quantize.backend)
     backend, engine, data = params.quantize.backend, params.engine, read_info(data_dir)
     model, arch = load_fp32(model_file)
     recipe = {"method": "dynamic", "backend": backend, "engine": engine, "per_channel": params.quantize.per_channel}

@@ -14,6 +14,7 @@ from pipeline.data import load_split, read_info
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import use_engine
+from pipeline.runtimes import require_backend
 from pipeline.training import fit
 
 
@@ -25,6 +26,7 @@ def command(
 ) -> None:
     """Fine-tune the FP32 model with fake quantization, then convert it to int8."""
     params = load_params(params_file)
+    require_backend(params.quantize.backend)
     engine, backend = params.engine, params.quantize.backend
     model, arch = load_fp32(model_file)
     images, labels = load_split(data_dir / "train.pt")

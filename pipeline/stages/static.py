@@ -17,7 +17,7 @@ from pipeline.params import PARAMS_FILE, Params, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import use_engine
 from pipeline.runtime_quantize import onnxruntime_static, openvino_static
-from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES
+from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES, require_backend
 
 
 def command(
@@ -28,6 +28,7 @@ def command(
 ) -> None:
     """Fuse, calibrate and convert the FP32 model to static int8."""
     params = load_params(params_file)
+    require_backend(params.quantize.backend)
     settings, engine, backend = params.static, params.engine, params.quantize.backend
     model, arch = load_fp32(model_file)
     images, labels = load_split(data_dir / "calib.pt")

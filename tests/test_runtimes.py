@@ -1,0 +1,187 @@
+"""ONNX export and the runtimes: round trips of small models, the runtimes' own quantizers, and one-line errors
+for a runtime that is missing or a file that is damaged."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipeline.data import DataInfo
+from pipeline.errors import PipelineError
+from pipeline.exchange import export_onnx, onnx_floor_bytes, onnx_to_openvino, openvino_floor_bytes
+from pipeline.fidelity import agreement
+from pipeline.models import architecture, build, example_input
+from pipeline.params import OnnxRuntimeParams, load_params
+from pipeline.quantize import quantize_static, static_qconfig, use_engine
+from pipeline.runtime_quantize import onnxruntime_dynamic, onnxruntime_static, openvino_dynamic, openvino_static
+from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, read_settings, runtime_forms
+from tests.conftest import ROOT
+
+DATA = DataInfo("test", 1, 12, 12, tuple(str(label) for label in range(4)))
+ORT_DEFAULTS = OnnxRuntimeParams(format="qdq", activation_type="int8", weight_type="int8", reduce_range=False)
+
+
+def small_model(name: str) -> tuple[torch.nn.Module, dict]:
+    train = load_params(ROOT / "params.yaml").train.model_copy(update={"arch": name, "hidden": [32], "channels": [8]})
+    arch = architecture(train, DATA)
+    torch.manual_seed(0)
+    return build(arch).eval(), arch
+
+
+def images(count: int = 512) -> torch.Tensor:
+    return torch.rand(count, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+def runtimes(path, threads=1):
+    return {"onnxruntime": onnxruntime_runnable(path, threads), "openvino": openvino_runnable(path, threads)}
+
+
+@torch.inference_mode()
+def predictions(runnable, batch):
+    return runnable(batch).argmax(1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_fp32_export_computes_the_same_logits_on_both_runtimes(name, tmp_path):
+    model, arch = small_model(name)
+    export_onnx(model, example_input(arch), {"kind": "fp32", "arch": arch}, tmp_path / "model.onnx")
+    batch = images(64)
+    with torch.inference_mode():
+        expected = model(batch)
+    for runtime, run in runtimes(tmp_path / "model.onnx").items():
+        assert torch.allclose(run(batch), expected, atol=1e-4), runtime
+    assert read_settings(tmp_path) == {"kind": "fp32", "arch": arch}
+    floor = onnx_floor_bytes(tmp_path / "model.onnx")
+    if name == "mlp":
+        assert floor == sum(p.numel() * 4 for p in model.state_dict().values())
+    else:  # batch norm is folded into the convolution before it, which gains a bias (8 channels)
+        kept = sum(p.numel() * 4 for key, p in model.state_dict().items() if "features.1" not in key)
+        assert floor == kept + 8 * 4
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("engine", ["x86", "onednn"])
+def test_eager_int8_export_predicts_as_pytorch_int8(name, engine, tmp_path):
+    """The exported QDQ graph carries PyTorch's own int8 weights and scales: both runtimes predict as it does."""
+    model, arch = small_model(name)
+    use_engine(engine)
+    int8 = quantize_static(model, static_qconfig("minmax", False, engine), images(), 2, fused=True)
+    export_onnx(int8, example_input(arch), {}, tmp_path / "model.onnx")
+    batch = images(1000)
+    expected = predictions(int8, batch)
+    for runtime, run in runtimes(tmp_path / "model.onnx").items():
+        assert agreement(predictions(run, batch), expected) >= 0.99, runtime
+    floor = onnx_floor_bytes(tmp_path / "model.onnx")
+    assert floor < sum(p.numel() for p in model.parameters()) * 1.3  # weights at one byte, not four
+
+
+def test_pt2e_int8_export_predicts_as_the_compiled_graph(tmp_path):
+    from pipeline import pt2e
+
+    model, arch = small_model("cnn")
+    int8 = pt2e.quantize_static(model, pt2e.static_config("minmax", False), images(), 2)
+    export_onnx(int8, example_input(arch), {}, tmp_path / "model.onnx")
+    batch = images(1000)
+    expected = predictions(int8, batch)  # uncompiled: the same quantize/dequantize arithmetic, in FP32
+    for runtime, run in runtimes(tmp_path / "model.onnx").items():
+        assert agreement(predictions(run, batch), expected) >= 0.99, runtime
+
+
+def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
+    model, arch = small_model("cnn")
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, example_input(arch), {}, fp32)
+    batch = images(1000)
+    expected = predictions(model, batch)
+    settings = {"kind": "int8", "arch": arch, "recipe": {"method": "static"}}
+    files = {
+        "ort_dynamic/model.onnx": lambda path: onnxruntime_dynamic(fp32, False, ORT_DEFAULTS, settings, path),
+        "ort_static/model.onnx": lambda path: onnxruntime_static(
+            fp32, images(), 2, True, "minmax", False, ["features.0"], ORT_DEFAULTS, settings, path
+        ),
+        "ov_dynamic/model.xml": lambda path: openvino_dynamic(fp32, "performance", settings, path),
+        "ov_static/model.xml": lambda path: openvino_static(
+            fp32, images(100), "performance", ["features.0"], settings, path
+        ),
+    }
+    for file, write in files.items():
+        path = tmp_path / file
+        path.parent.mkdir()
+        write(path)
+        forms, left_out = runtime_forms(path.parent, 1)
+        assert forms and not left_out
+        for runtime, run in forms.items():
+            assert agreement(predictions(run, batch), expected) >= 0.9, (file, runtime)
+        assert read_settings(path.parent) == settings
+    # a layer kept in FP32 is left unquantized: its Conv nodes take float weights
+    import onnx
+
+    graph = onnx.load(tmp_path / "ort_static/model.onnx").graph
+    quantized_inputs = {name for node in graph.node if node.op_type == "DequantizeLinear" for name in node.output}
+    convs = {node.name: node.input[1] in quantized_inputs for node in graph.node if node.op_type == "Conv"}
+    assert convs and not any(quantized for name, quantized in convs.items() if name.startswith("/features.0/"))
+    assert any(convs.values()) or len(convs) == 1
+    assert openvino_floor_bytes(tmp_path / "ov_dynamic/model.xml") < onnx_floor_bytes(fp32) / 2
+
+
+def test_openvino_file_round_trip(tmp_path):
+    model, arch = small_model("mlp")
+    export_onnx(model, example_input(arch), {}, tmp_path / "model.onnx")
+    onnx_to_openvino(tmp_path / "model.onnx", {"kind": "fp32"}, tmp_path / "ir" / "model.xml")
+    assert read_settings(tmp_path / "ir") == {"kind": "fp32"}
+    batch = images(64)
+    with torch.inference_mode():
+        assert torch.allclose(openvino_runnable(tmp_path / "ir/model.xml", 1)(batch), model(batch), atol=1e-4)
+    assert openvino_floor_bytes(tmp_path / "ir/model.xml") == pytest.approx(
+        onnx_floor_bytes(tmp_path / "model.onnx"), 0.01
+    )
+
+
+@pytest.fixture
+def onnx_and_ir(tmp_path):
+    model, arch = small_model("mlp")
+    export_onnx(model, example_input(arch), {}, tmp_path / "model.onnx")
+    onnx_to_openvino(tmp_path / "model.onnx", {}, tmp_path / "model.xml")
+    return tmp_path
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_damaged_onnx_file_is_named(onnx_and_ir):
+    truncate(onnx_and_ir / "model.onnx")
+    with pytest.raises(PipelineError, match=r"model\.onnx: ONNX Runtime cannot load it") as error:
+        onnxruntime_runnable(onnx_and_ir / "model.onnx", 1)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("damaged", ["model.xml", "model.bin"])
+def test_a_damaged_openvino_file_is_named(onnx_and_ir, damaged):
+    truncate(onnx_and_ir / damaged)
+    with pytest.raises(PipelineError, match=r"model\.xml and model\.bin: OpenVINO cannot") as error:
+        openvino_runnable(onnx_and_ir / "model.xml", 1)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_missing_runtime_is_one_line(runtime, tmp_path):
+    """With the runtime's import blocked, the backend's stage fails in one line saying what to install."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / f"{runtime}.py").write_text(f"raise ImportError({f'No module named {runtime!r}'!r})\n")
+    params = load_params(ROOT / "params.yaml").model_dump()
+    params["quantize"]["backend"] = runtime
+    from tests.conftest import write_params
+
+    write_params(tmp_path / "params.yaml", params)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "static", "--params", str(tmp_path / "params.yaml"),
+         "--model", str(tmp_path / "none"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{runtime} is not installed" in result.stderr and "pip install" in result.stderr
+    assert not (tmp_path / "out").exists()
