@@ -171,3 +171,30 @@ def test_pt2e_backend_runs_every_variant(repo):
         assert abs(entry["accuracy"] - baseline[variant]["accuracy"]) <= 0.03  # 200 test images: 6 of them
     assert metrics["static"]["fusion"].startswith("not measured")
     assert baseline["static"]["fusion"]["unfused_vs_fused"]["batch_1"] > 0
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_backend_runs_the_conversions_again_only(repo, backend):
+    """`-S quantize.backend=onnxruntime|openvino` re-runs the conversions and what follows, not training: dynamic and
+    static are the runtime's own int8 files, QAT is PyTorch's exported; the metrics keep their keys."""
+    baseline = json.loads((repo / "reports/metrics.json").read_text())
+    # the workspace keeps the histogram observer of an earlier test, which ONNX Runtime has no counterpart for
+    log = sh("dvc", "exp", "run", "-S", f"quantize.backend={backend}", "-S", "static.observer=minmax", cwd=repo)
+    ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+    conversions = {"dynamic", "static", "qat", "evaluate", "report"}
+    assert conversions <= ran <= conversions | {"layers", "sensitivity"}  # these read static.observer (run-cached)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["environment"]["backend"] == backend
+    own_file = {"onnxruntime": "model.onnx", "openvino": "model.xml"}[backend]
+    for variant in ("dynamic", "static"):
+        assert sorted(path.name for path in (repo / f"models/int8_{variant}").iterdir()) == sorted(
+            [own_file, "model.json"] + (["model.bin"] if backend == "openvino" else [])
+        )
+        assert set(metrics[variant]["forms"]) <= {"onnxruntime", "openvino"}
+    assert {"torchscript", backend} <= set(metrics["qat"]["forms"])
+    assert min(metrics["qat"]["runtime_agreement"].values()) >= 0.99
+    for variant in ("dynamic", "static", "qat"):
+        assert set(metrics[variant]) >= set(baseline[variant]) - {"fusion"}
+        assert abs(metrics[variant]["accuracy"] - baseline[variant]["accuracy"]) <= 0.03  # 200 test images: 6
+    shown = sh("dvc", "exp", "show", "--md", "--no-pager", "--keep", "quantize.backend", cwd=repo)
+    assert backend in shown and "eager" in shown
