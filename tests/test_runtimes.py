@@ -177,10 +177,23 @@ def test_a_missing_runtime_is_one_line(runtime, tmp_path):
 
     write_params(tmp_path / "params.yaml", params)
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "static", "--params", str(tmp_path / "params.yaml"),
-         "--model", str(tmp_path / "none"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "static",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--model",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"{runtime} is not installed" in result.stderr and "pip install" in result.stderr

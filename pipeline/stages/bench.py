@@ -124,15 +124,27 @@ def command(
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, {runtimes}")
     typer.echo("median ms and fastest form per batch; fp32: the fastest on any runtime\n")
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in ("pytorch", *RUNTIMES))]
+    lines, fp32_lines = [table_row(header), table_rule(header)], [table_row(fp32_header), table_rule(fp32_header)]
     for name in archs:
         with tempfile.TemporaryDirectory() as workdir:
-            lines += bench_arch(name, params, timing, images, engines, pt2e, Path(workdir))
-    typer.echo("\n" + "\n".join(lines))
+            rows, fp32_rows = bench_arch(name, params, timing, images, engines, pt2e, Path(workdir))
+        lines += rows
+        fp32_lines += fp32_rows
+    typer.echo("\n" + "\n".join(fp32_lines) + "\n\n" + "\n".join(lines))
+
+
+def table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_rule(cells: list[str]) -> str:
+    return "|" + "---|" * len(cells)
 
 
 def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines, pt2e: bool, workdir: Path):
-    """The table rows of one architecture: every backend on every runtime, all its forms timed together."""
+    """The table rows of one architecture: every backend on every runtime, and FP32 on each runtime, all its forms
+    timed together."""
     arch = architecture(params.train.model_copy(update={"arch": name}), IDX_DATA)
     torch.manual_seed(params.seed)
     fp32 = build(arch).eval()
@@ -152,6 +164,10 @@ def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines,
         forms |= {(backend, method): found for method, found in variants.items()}
     timed = time_models(forms, images, timing)
     fastest_fp32 = best_of(timed["fp32"])
+    fp32_rows = []
+    for key in fastest_fp32:
+        per_runtime = [best_of(on_runtime(timed["fp32"], runtime))[key] for runtime in ("pytorch", *RUNTIMES)]
+        fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *map(cell, per_runtime)]))
     rows = []
     for backend, runtime in itertools.product(backends, ("pytorch", *RUNTIMES)):
         on = {method: on_runtime(timed[backend, method], runtime) for method in ("dynamic", "static")}
@@ -162,6 +178,6 @@ def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines,
             row = [arch["name"], backend, runtime, key.removeprefix("batch_"), cell(fp32_best)]
             row += [cell(entry) if entry else "-" for entry in best.values()]
             row += [f"{fp32_best['median_ms'] / entry['median_ms']:.2f}" if entry else "-" for entry in best.values()]
-            rows.append("| " + " | ".join(row) + " |")
+            rows.append(table_row(row))
             typer.echo(rows[-1])
-    return rows
+    return rows, fp32_rows

@@ -85,9 +85,16 @@ def save_runtime_static(
             **params.onnxruntime.model_dump(),
         }
         write = partial(
-            onnxruntime_static, fp32_onnx, images, params.calibration.batches, params.quantize.per_channel,
-            settings.observer, settings.symmetric_activations, skip_layers, params.onnxruntime,
-        )  # fmt: skip
+            onnxruntime_static,
+            fp32_onnx,
+            images,
+            params.calibration.batches,
+            params.quantize.per_channel,
+            settings.observer,
+            settings.symmetric_activations,
+            skip_layers,
+            params.onnxruntime,
+        )
         save_runtime_variant(write, ONNX_FILE, arch, recipe, out, data)
     else:
         recipe |= {"observer": "nncf", "per_channel": True, "preset": params.openvino.preset}  # NNCF: per channel
