@@ -64,6 +64,8 @@ def deployable_path(path: Path) -> Path:
     in a folder that only a runtime runs, that runtime's file."""
     if not holds_pytorch_model(path):
         return next(iter(runtime_files(path).values()), path / ONNX_FILE)
+    if path.suffix in (".ts", ".onnx", ".xml"):  # a deployable file named directly
+        return path
     path = model_file(path)
     return path if path.suffix == ".pt2" else path.with_suffix(".ts")
 

@@ -1,10 +1,14 @@
 """`predict` on the built-in models and IDX data: image files in, class names of the data set out."""
 
+import shutil
+
+import pytest
 import torch
 from PIL import Image
 
 from pipeline.checkpoints import read_model
 from pipeline.data import load_split
+from pipeline.exchange import onnx_to_openvino
 from tests.test_cli import assert_clean_failure, run
 
 
@@ -46,3 +50,21 @@ def test_predict_names_what_it_cannot_read(trained, tmp_path, monkeypatch):
     stray = tmp_path / "stray.ts"
     stray.write_bytes((trained / "models/fp32/model.ts").read_bytes())
     assert_clean_failure(run("predict", str(stray), str(broken)), "stray.json: no input contract beside stray.ts")
+
+
+@pytest.mark.parametrize("runtime_file", ["model.onnx", "model.xml"])
+def test_predict_runs_a_runtime_file(trained, tmp_path, monkeypatch, runtime_file):
+    """The ONNX file (ONNX Runtime) or OpenVINO's file, named directly, reads its contract and predicts as the
+    PyTorch int8 model does."""
+    monkeypatch.chdir(trained)
+    folder = tmp_path / "variant"
+    shutil.copytree(trained / "models/int8_static", folder)
+    if runtime_file == "model.xml":
+        onnx_to_openvino(folder / "model.onnx", {}, folder / "model.xml")
+    stored = torch.load(trained / "data/prepared/test.pt", weights_only=True)["images"][:20]
+    pngs = write_pngs(stored.numpy(), tmp_path / "pngs")
+    pytorch, runtime = (run("predict", str(model), str(pngs)) for model in (folder, folder / runtime_file))
+    assert runtime.exit_code == 0, runtime.output
+    assert runtime.output.count("\n") == 20
+    classes = [[line.split("\t")[1] for line in result.output.strip().splitlines()] for result in (pytorch, runtime)]
+    assert classes[0] == classes[1]

@@ -1,6 +1,7 @@
 """ONNX export and the runtimes: round trips of small models, the runtimes' own quantizers, and one-line errors
 for a runtime that is missing or a file that is damaged."""
 
+import json
 import subprocess
 import sys
 
@@ -198,3 +199,25 @@ def test_a_missing_runtime_is_one_line(runtime, tmp_path):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"{runtime} is not installed" in result.stderr and "pip install" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_path):
+    """Where ONNX Runtime is not installed, evaluation still times PyTorch and OpenVINO, and records why ONNX
+    Runtime is missing from the table."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "onnxruntime.py").write_text("raise ImportError(\"No module named 'onnxruntime'\")\n")
+    metrics = tmp_path / "metrics.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "evaluate", "--metrics", str(metrics), "--plots", str(tmp_path / "plots")],
+        capture_output=True,
+        text=True,
+        cwd=trained,
+        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(metrics.read_text())
+    for name in ("fp32", "dynamic", "static", "qat"):
+        assert "openvino" in report[name]["forms"] and "onnxruntime" not in report[name]["forms"]
+        assert "onnxruntime is not installed" in report["runtimes_left_out"][name]["onnxruntime"]
+    assert report["environment"]["onnxruntime"] == "not installed"

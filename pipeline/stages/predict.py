@@ -2,10 +2,11 @@
 
     python -m pipeline predict models/int8_static photo.png more_photos/
 
-Loads only the deployable file (TorchScript, or a torch.export archive run under torch.compile) and its input
-contract beside it, decodes each PNG or JPEG file to the channels and size the model was made for, applies the
-recorded scaling and normalization (`pipeline.data.model_inputs`, as evaluation does), and prints each image's
-most likely class with its probability. Not a DVC stage: it reads files you name and writes nothing.
+Loads only the deployable file (TorchScript, a torch.export archive run under torch.compile, or, named directly
+or alone in its folder, an ONNX file run by ONNX Runtime or OpenVINO's .xml) and its input contract beside it,
+decodes each PNG or JPEG file to the channels and size the model was made for, applies the recorded scaling and
+normalization (`pipeline.data.model_inputs`, as evaluation does), and prints each image's most likely class with
+its probability. Not a DVC stage: it reads files you name and writes nothing.
 """
 
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.images import IMAGE_SUFFIXES, read_image
 from pipeline.latency import compiled
 from pipeline.quantize import use_engine
+from pipeline.runtimes import onnxruntime_runnable, openvino_runnable
 from pipeline.torchscript import load_deployable
 
 BATCH = 256
@@ -41,6 +43,10 @@ def image_paths(targets: list[Path]) -> list[Path]:
 
 
 def load_runnable(deployable: Path, engine: str | None):
+    if deployable.suffix == ".onnx":
+        return onnxruntime_runnable(deployable, torch.get_num_threads())
+    if deployable.suffix == ".xml":
+        return openvino_runnable(deployable, torch.get_num_threads())
     if deployable.suffix == ".pt2":
         return compiled(read_exported(deployable)[0])
     if engine is not None:
@@ -50,7 +56,9 @@ def load_runnable(deployable: Path, engine: str | None):
 
 @torch.inference_mode()
 def command(
-    model: Path = typer.Argument(..., help="a deployable file, or a model file or variant folder beside one"),
+    model: Path = typer.Argument(
+        ..., help="a deployable file (.ts, .pt2, .onnx, .xml), or a model file or variant folder beside one"
+    ),
     images: list[Path] = typer.Argument(..., help="PNG or JPEG files, or folders of them"),
 ) -> None:
     """Print the most likely class of each image, and its probability."""

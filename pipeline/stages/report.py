@@ -55,13 +55,20 @@ def summary_markdown(metrics: dict) -> str:
     lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
-    backend = "eager (torch.ao)" if env["backend"] == "eager" else f"pt2e (torchao {env['torchao']})"
+    backend = {
+        "eager": "eager (torch.ao)",
+        "pt2e": f"pt2e (torchao {env['torchao']})",
+        "onnxruntime": f"onnxruntime (ONNX Runtime {env.get('onnxruntime')}'s quantizer)",
+        "openvino": f"openvino (NNCF {env.get('nncf')})",
+    }[env["backend"]]
+    runtimes = ", ".join(f"{name} {env.get(name, 'not recorded')}" for name in ("onnxruntime", "openvino"))
     machine = (
         f"int8 backend {backend}. "
         f"Measured on {env['cpu_model']} with torch {env['torch']}, quantized engine "
         f"{env['quantized_engine']}, CPU capability "
         f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
-        f"{env['threads']} thread(s). Speed-ups compare the best form of each model. "
+        f"{env['threads']} thread(s). Speed-ups compare the best form of each model on any runtime (PyTorch; "
+        f"{runtimes}). "
         f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."
     )
     return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + fusion_line(metrics) + "\n"
