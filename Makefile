@@ -22,7 +22,8 @@ repro: $(VENV)/installed data
 test: $(VENV)/installed
 	$(RUN) pytest
 
-# Best FP32 against best int8 latency, per architecture and quantized engine, printed as a table.
+# The fastest FP32 on any runtime against each backend's int8 on each runtime (PyTorch, ONNX Runtime, OpenVINO),
+# per architecture and batch size, printed as tables.
 bench: $(VENV)/installed
 	$(RUN) python -m pipeline bench
 
