@@ -104,9 +104,15 @@ def test_missing_deployable_twin(trained, tmp_path, monkeypatch):
 def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
     """A tiny run: the table has a row per arch, engine and batch size, with positive times; no speed threshold."""
     monkeypatch.chdir(trained)
-    result = run("bench", "--engine", "x86", "--repeats", "3")
+    result = run("bench", "--engine", "x86", "--arch", "mlp", "--arch", "cnn", "--repeats", "3")
     assert result.exit_code == 0, result.output
-    table = result.output.split("\n\n")[-1].strip().splitlines()[2:]
+    fp32_table, table = (part.strip().splitlines()[2:] for part in result.output.split("\n\n")[-2:])
+    assert [row.split("|")[1:3] for row in fp32_table] == [
+        [" mlp ", " 1 "],
+        [" mlp ", " 16 "],
+        [" cnn ", " 1 "],
+        [" cnn ", " 16 "],
+    ]
     # mlp and cnn; batch sizes 1 and 16; eager x86 and pt2e on PyTorch and (their ONNX files) on both runtimes,
     # the onnxruntime backend on both runtimes, the openvino backend on OpenVINO
     assert len(table) == 2 * 2 * (3 + 3 + 2 + 1)

@@ -163,9 +163,10 @@ def test_a_changed_image_reruns_the_data_stages(own_repo):
     shutil.copy(sorted(red.iterdir())[0], red / "added.png")  # one training image more
     status = sh("dvc", "status", cwd=own_repo)
     assert "download:" in status and "prepare:" not in status  # what download copies has not changed yet
-    log = sh("dvc", "repro", cwd=own_repo)
-    assert "Running stage 'download'" in log and "Running stage 'prepare'" in log and "Running stage 'train'" in log
+    log = sh("dvc", "repro", "prepare", cwd=own_repo)  # the data stages only: what follows is status's to name
+    assert "Running stage 'download'" in log and "Running stage 'prepare'" in log
     assert len(load_split(own_repo / "data/prepared/train.pt")[1]) == 91
+    assert "train:" in sh("dvc", "status", cwd=own_repo)
 
 
 def predictions(output: str) -> list[tuple[str, str, float]]:
