@@ -22,15 +22,17 @@ from pipeline.runtimes import read_openvino, require
 OBSERVERS = {"minmax": {}, "moving_average_minmax": {"CalibMovingAverage": True}}
 
 
-def onnx_nodes(onnx_file: Path, layers: list[str]) -> list[str]:
-    """The ONNX nodes that make up the PyTorch layers named, e.g. `features.0` -> /features/features.0/Conv."""
+def onnx_nodes(graph_file: Path, layers: list[str], source: Path) -> list[str]:
+    """The ONNX nodes of `graph_file` (prepared from `source`) that make up the PyTorch layers named, e.g.
+    `features.0` -> /features/features.0/Conv."""
     onnx = require("onnx")
-    names = [node.name for node in onnx.load(str(onnx_file)).graph.node]
+    names = [node.name for node in onnx.load(str(graph_file)).graph.node]
     nodes = []
     for layer in layers:
         found = [name for name in names if layer in name.split("/")[:-1]]
         if not found:
-            raise PipelineError(f"static.skip_layers: no node of {onnx_file} belongs to layer '{layer}'")
+            scopes = sorted({scope for name in names for scope in name.split("/")[1:-1]})
+            raise PipelineError(f"static.skip_layers: no node of {source} belongs to '{layer}' (layers: {scopes})")
         nodes += found
     return nodes
 
@@ -106,7 +108,7 @@ def onnxruntime_static(
             reduce_range=settings.reduce_range,
             activation_type=quant_type(quantization, settings.activation_type),
             weight_type=quant_type(quantization, settings.weight_type),
-            nodes_to_exclude=onnx_nodes(prepared, skip_layers),
+            nodes_to_exclude=onnx_nodes(prepared, skip_layers, onnx_file),
             extra_options={"ActivationSymmetric": symmetric, **OBSERVERS[observer]},
         )
         label_onnx(temporary, settings_out)
@@ -129,6 +131,7 @@ def openvino_static(
 ) -> None:
     """int8 weights and activations by NNCF's post-training quantization, calibrated on every image given."""
     nncf = require("nncf")
+    onnx_nodes(onnx_file, skip_layers, onnx_file)  # an unknown layer is named here, before NNCF's own report
     samples = [image[None].numpy() for image in images]  # one image per call: NNCF's statistics assume it
     ignored = nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in skip_layers])
     int8 = nncf.quantize(

@@ -221,3 +221,17 @@ def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_
         assert "openvino" in report[name]["forms"] and "onnxruntime" not in report[name]["forms"]
         assert "onnxruntime is not installed" in report["runtimes_left_out"][name]["onnxruntime"]
     assert report["environment"]["onnxruntime"] == "not installed"
+
+
+def test_a_layer_the_graph_lacks_is_named_with_the_layers_it_has(tmp_path):
+    model, arch = small_model("cnn")
+    export_onnx(model, example_input(arch), {}, tmp_path / "fp32.onnx")
+    for quantize in (
+        lambda: onnxruntime_static(
+            tmp_path / "fp32.onnx", images(), 2, False, "minmax", False, ["nope"], ORT_DEFAULTS, {}, tmp_path / "o"
+        ),
+        lambda: openvino_static(tmp_path / "fp32.onnx", images(8), "performance", ["nope"], {}, tmp_path / "v.xml"),
+    ):
+        with pytest.raises(PipelineError, match=r"fp32\.onnx belongs to 'nope' \(layers: \[.*'features\.0'"):
+            quantize()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "v.xml").exists()
