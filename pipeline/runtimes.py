@@ -84,7 +84,10 @@ def openvino_compiled(path: Path, threads: int):
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
     }
-    return ov.Core().compile_model(read_openvino(path), "CPU", config)
+    try:
+        return ov.Core().compile_model(read_openvino(path), "CPU", config)
+    except RuntimeError as error:  # a model it reads but cannot run, e.g. an operator the CPU plugin lacks
+        raise PipelineError(f"{path}: OpenVINO cannot compile it for the CPU ({last_line(error)})") from None
 
 
 def read_openvino(path: Path):
