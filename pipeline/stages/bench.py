@@ -30,6 +30,7 @@ from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES, missing, runti
 
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
+EVERY_RUNTIME = ("pytorch", *RUNTIMES)
 # Models of the IDX data sets' shape: 28x28 grey images, 10 classes.
 IDX_DATA = DataInfo("bench", 1, 28, 28, tuple(str(label) for label in range(10)))
 INPUT_SHAPE = IDX_DATA.input_shape
@@ -79,7 +80,7 @@ def runtime_variants(fp32_onnx: Path, images: torch.Tensor, params: Params, work
         "openvino": (
             OPENVINO_FILE,
             lambda path: openvino_dynamic(fp32_onnx, ov, {}, path),
-            lambda path: openvino_static(fp32_onnx, images[:300], ov, [], {}, path),
+            lambda path: openvino_static(fp32_onnx, images, ov, [], {}, path),
         ),
     }
     for backend, (file_name, dynamic, static) in makers.items():
@@ -124,7 +125,7 @@ def command(
     typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, {runtimes}")
     typer.echo("median ms and fastest form per batch; fp32: the fastest on any runtime\n")
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
-    fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in ("pytorch", *RUNTIMES))]
+    fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
     lines, fp32_lines = [table_row(header), table_rule(header)], [table_row(fp32_header), table_rule(fp32_header)]
     for name in archs:
         with tempfile.TemporaryDirectory() as workdir:
@@ -166,10 +167,11 @@ def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines,
     fastest_fp32 = best_of(timed["fp32"])
     fp32_rows = []
     for key in fastest_fp32:
-        per_runtime = [best_of(on_runtime(timed["fp32"], runtime))[key] for runtime in ("pytorch", *RUNTIMES)]
-        fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *map(cell, per_runtime)]))
+        on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
+        cells = [cell(best_of(found)[key]) if found else "not installed" for found in on]
+        fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *cells]))
     rows = []
-    for backend, runtime in itertools.product(backends, ("pytorch", *RUNTIMES)):
+    for backend, runtime in itertools.product(backends, EVERY_RUNTIME):
         on = {method: on_runtime(timed[backend, method], runtime) for method in ("dynamic", "static")}
         if not any(on.values()):
             continue
