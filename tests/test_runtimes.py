@@ -166,12 +166,17 @@ def test_a_damaged_openvino_file_is_named(onnx_and_ir, damaged):
     assert "\n" not in str(error.value)
 
 
+def without(module: str, tmp_path) -> dict:
+    """An environment for a subprocess in which importing `module` fails, as where it is not installed."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / f"{module}.py").write_text(f"raise ImportError({f'No module named {module!r}'!r})\n")
+    return {"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"}
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_a_missing_runtime_is_one_line(runtime, tmp_path):
     """With the runtime's import blocked, the backend's stage fails in one line saying what to install."""
-    blocker = tmp_path / "blocked"
-    blocker.mkdir()
-    (blocker / f"{runtime}.py").write_text(f"raise ImportError({f'No module named {runtime!r}'!r})\n")
     params = load_params(ROOT / "params.yaml").model_dump()
     params["quantize"]["backend"] = runtime
     from tests.conftest import write_params
@@ -193,7 +198,7 @@ def test_a_missing_runtime_is_one_line(runtime, tmp_path):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
+        env=without(runtime, tmp_path),
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
@@ -204,16 +209,13 @@ def test_a_missing_runtime_is_one_line(runtime, tmp_path):
 def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_path):
     """Where ONNX Runtime is not installed, evaluation still times PyTorch and OpenVINO, and records why ONNX
     Runtime is missing from the table."""
-    blocker = tmp_path / "blocked"
-    blocker.mkdir()
-    (blocker / "onnxruntime.py").write_text("raise ImportError(\"No module named 'onnxruntime'\")\n")
     metrics = tmp_path / "metrics.json"
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "evaluate", "--metrics", str(metrics), "--plots", str(tmp_path / "plots")],
         capture_output=True,
         text=True,
         cwd=trained,
-        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin"},
+        env=without("onnxruntime", tmp_path),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(metrics.read_text())

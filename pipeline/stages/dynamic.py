@@ -14,7 +14,7 @@ from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 from pipeline.quantize import quantize_dynamic, use_engine
 from pipeline.runtime_quantize import onnxruntime_dynamic, openvino_dynamic
-from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, require_backend
+from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES, require_backend
 
 
 def command(
@@ -29,9 +29,11 @@ def command(
     backend, engine, data = params.quantize.backend, params.engine, read_info(data_dir)
     model, arch = load_fp32(model_file)
     recipe = {"method": "dynamic", "backend": backend, "engine": engine, "per_channel": params.quantize.per_channel}
+    if backend in RUNTIMES:
+        recipe["engine"] = backend  # the runtime's own int8 kernels, not PyTorch's
     fp32_onnx = onnx_file(model_file)
     if backend == "openvino":
-        recipe |= {"engine": "openvino", "per_channel": True, "preset": params.openvino.preset}  # NNCF: per row
+        recipe |= {"per_channel": True, "preset": params.openvino.preset}  # NNCF: a scale per row
         write = partial(openvino_dynamic, fp32_onnx, params.openvino.preset)
         save_runtime_variant(write, OPENVINO_FILE, arch, recipe, out, data)
         return
@@ -40,7 +42,7 @@ def command(
     # PyTorch exports no dynamic int8 op to ONNX: the ONNX twin is ONNX Runtime's dynamic int8 of the FP32 graph
     onnx_twin = partial(onnxruntime_dynamic, fp32_onnx, recipe["per_channel"], params.onnxruntime)
     if backend == "onnxruntime":
-        save_runtime_variant(onnx_twin, ONNX_FILE, arch, {**recipe, "engine": "onnxruntime"}, out, data)
+        save_runtime_variant(onnx_twin, ONNX_FILE, arch, recipe, out, data)
     elif backend == "pt2e":
         from pipeline import pt2e
 
