@@ -1,26 +1,45 @@
-"""torch.export archives (.pt2): written without debugging aids, and read only once checked to hold no pickle.
+"""torch.export archives (.pt2): written without debugging aids, and read so that no member can run code.
 
-`torch.export.load` unpickles with `weights_only=False` wherever an archive asks it to: weights and constants
-marked `use_pickle`, custom and opaque objects, and example inputs that a restricted load refuses. A planted
-pickle there runs code on loading. So before loading, `vet_archive` reads the archive's own JSON configs and
-refuses every entry that would be unpickled, and loads the example inputs with `weights_only=True` itself.
+`torch.export.load` unpickles without restriction wherever an archive leads it: members the format no longer
+writes but still reads (legacy weights and constants files), weights and constants marked `use_pickle`, custom
+and opaque objects, and example inputs that a restricted load refuses. A planted pickle there runs on loading. So
+an archive is never handed to torch as it came:
+1. `vetted_members` reads it member by member. Every name must be one the format defines for the archive's own
+   models, under its one root folder, and appear once; each tensor file a config names must be raw bytes, or a
+   pickle that loads with `weights_only=True`, and so must the example inputs. Anything else is refused.
+2. The members that passed are written into a new archive in memory, so torch reads the bytes that were vetted
+   and nothing else (a second member of the same name, say, is gone).
+3. torch loads that archive with every `torch.load` forced to `weights_only=True` (TORCH_FORCE_WEIGHTS_ONLY_LOAD):
+   should a way past the checks above exist, the load fails instead of running code.
 """
 
 import io
 import json
+import os
 import pickle
+import re
 import zipfile
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
 
-from pipeline.artifacts import atomic_path, copy_zip, first_line
+from pipeline.artifacts import atomic_path, copy_zip, first_line, unpickling_reason
 from pipeline.errors import PipelineError
 
 SETTINGS_ENTRY = "quantlab.json"  # the extra file of an archive of this pipeline: kind, arch and recipe
-# File names of tensors stored as raw bytes; custom and opaque objects are pickles.
-RAW_TENSORS = (WEIGHT_FILENAME_PREFIX, TENSOR_CONSTANT_FILENAME_PREFIX)
+# What torch.export.save writes, relative to the archive's root folder: these fixed records, then per model
+# `models/<model>.json` and the files below, and the files `extra_files` names.
+FIXED_MEMBERS = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
+MODEL_JSON = re.compile(r"models/(\w+)\.json")
+EXTRA_FILE = re.compile(r"extra/[\w.-]+")
+# Each config names its tensor files; raw bytes or a tensor pickle. Custom and opaque objects (custom_obj_*,
+# opaque_obj_*) are unpickled without restriction, so they match neither pattern and are refused.
+CONFIGS = {
+    "data/weights/{}_weights_config.json": r"weight_\d+",
+    "data/constants/{}_constants_config.json": r"tensor_\d+",
+}
 
 
 def without_debugging_aids(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -43,48 +62,119 @@ def write_archive(program: torch.export.ExportedProgram, settings: dict, path: P
         copy_zip(archive, temporary, deflate=lambda name: name.endswith(".json"))
 
 
-def vet_archive(path: Path) -> None:
-    """Refuse an archive that would make `torch.export.load` unpickle anything a restricted load refuses."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                if name.endswith("data.pkl"):  # torch.save's record: a pickle, not an export archive
-                    raise PipelineError(f"{path}: refused to load: a pickle (torch.save), not a torch.export archive")
-                if name.endswith(("_weights_config.json", "_constants_config.json")):
-                    folder = name.rsplit("/", 1)[0]
-                    for fqn, entry in json.loads(archive.read(name)).get("config", {}).items():
-                        vet_entry(archive, f"{folder}/{entry.get('path_name', '')}", fqn, entry, path)
-                elif "/sample_inputs/" in name and archive.getinfo(name).file_size:
-                    restricted_load(archive.read(name), "its example inputs", path)
-    except (zipfile.BadZipFile, json.JSONDecodeError, AttributeError, KeyError, OSError) as error:
-        raise PipelineError(f"{path}: not a readable torch.export archive ({first_line(error)})") from None
+def archive_root(names: list[str]) -> str:
+    """The one folder every member lies in (torch names it after the file); a member elsewhere is refused."""
+    root = names[0].split("/", 1)[0] if names else ""
+    for name in names:
+        parts = name.split("/")
+        if parts[0] != root or len(parts) < 2 or "\\" in name or any(part in ("", ".", "..") for part in parts):
+            raise PipelineError(f"refused to load: member {name!r} lies outside the archive's root folder {root!r}")
+    return root
 
 
-def vet_entry(archive: zipfile.ZipFile, member: str, fqn: str, entry: dict, path: Path) -> None:
-    """A tensor stored as raw bytes passes; a pickled one (torchao's int8 tensors are) must load restricted; a
-    custom or opaque object, which would be unpickled without restriction, is refused."""
-    if not entry.get("path_name", "").startswith(RAW_TENSORS):
-        raise PipelineError(f"{path}: refused to load: {fqn} is a pickled object, which can run code")
+def allowed_members(read, present: set[str]) -> set[str]:
+    """The members the format defines for the models this archive holds, each tensor file vetted on the way.
+    `read(name)` gives a member's bytes, by its name under the root."""
+    allowed = set(FIXED_MEMBERS) | {name for name in present if EXTRA_FILE.fullmatch(name)}
+    for model in (match[1] for match in map(MODEL_JSON.fullmatch, sorted(present)) if match):
+        sample_inputs = f"data/sample_inputs/{model}.pt"
+        allowed |= {f"models/{model}.json", sample_inputs}
+        if read(sample_inputs):  # empty where the program was saved without example inputs
+            restricted_load(read(sample_inputs), "its example inputs")
+        for config_format, tensor_file in CONFIGS.items():
+            config = config_format.format(model)
+            allowed.add(config)
+            folder = config.rsplit("/", 1)[0]
+            for fqn, entry in json.loads(read(config)).get("config", {}).items():
+                allowed.add(vetted_tensor(read, folder, fqn, entry, tensor_file))
+    return allowed
+
+
+def vetted_tensor(read, folder: str, fqn: str, entry: dict, tensor_file: str) -> str:
+    """The member holding one weight or constant: raw bytes, or a pickle that loads restricted (torchao's int8
+    tensors are pickled). A custom or opaque object, which torch unpickles without restriction, is refused."""
+    name = entry.get("path_name", "")
+    if not re.fullmatch(tensor_file, name):
+        raise PipelineError(
+            f"refused to load: {fqn} is stored as {name!r}, not a tensor file of the format (custom and opaque "
+            "objects are pickles that can run code)"
+        )
     if entry.get("use_pickle"):
-        restricted_load(archive.read(member), fqn, path)
+        restricted_load(read(f"{folder}/{name}"), fqn)
+    return f"{folder}/{name}"
 
 
-def restricted_load(data: bytes, what: str, path: Path) -> None:
+def restricted_load(data: bytes, what: str) -> None:
     try:
         torch.load(io.BytesIO(data), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise PipelineError(f"{path}: refused to load: {what} is a pickle that can run code ({first_line(error)})")
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        reason = unpickling_reason(error)
+        raise PipelineError(f"refused to load: {what} is a pickle that can run code ({reason})") from None
+
+
+def vetted_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, bytes]]:
+    """Every member of the archive with its bytes, once each has passed the checks in the module's docstring."""
+    names = archive.namelist()
+    twice = sorted(name for name, count in Counter(names).items() if count > 1)
+    if twice:
+        raise PipelineError(f"refused to load: member {twice[0]!r} appears more than once")
+    root = archive_root(names)
+    present = {name[len(root) + 1 :] for name in names}
+    if "data.pkl" in present:
+        raise PipelineError("refused to load: a pickle (torch.save), not a torch.export archive")
+
+    def read(name: str) -> bytes:
+        if name not in present:
+            raise PipelineError(f"not a readable torch.export archive (no member {name})")
+        return archive.read(f"{root}/{name}")
+
+    unknown = sorted(present - allowed_members(read, present))
+    if unknown:
+        raise PipelineError(f"refused to load: unknown member {unknown[0]!r}, which torch.export.load might unpickle")
+    return [(record, archive.read(record)) for record in archive.infolist()]
+
+
+def rebuilt(path: Path) -> io.BytesIO:
+    """A new archive in memory holding only the vetted members of the one at `path`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = vetted_members(archive)
+    except (zipfile.BadZipFile, json.JSONDecodeError, AttributeError, KeyError, OSError) as error:
+        raise PipelineError(f"{path}: not a readable torch.export archive ({first_line(error)})") from None
+    except PipelineError as error:
+        raise PipelineError(f"{path}: {error}") from None
+    clean = io.BytesIO()
+    with zipfile.ZipFile(clean, "w") as archive:
+        for record, data in members:
+            archive.writestr(record, data)
+    clean.seek(0)
+    return clean
+
+
+@contextmanager
+def weights_only_loads():
+    """Every torch.load in the block restricted to tensors and plain data, whatever its caller asked for."""
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
 def load_archive(path: Path) -> tuple[torch.export.ExportedProgram, dict | None]:
     """The program, and the settings this pipeline wrote into it (None for an archive made elsewhere)."""
     if not path.is_file():
         raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
-    vet_archive(path)
+    archive = rebuilt(path)
     extra = {SETTINGS_ENTRY: ""}
     try:
-        program = torch.export.load(path, extra_files=extra)
+        with weights_only_loads():
+            program = torch.export.load(archive, extra_files=extra)
         settings = json.loads(extra[SETTINGS_ENTRY]) if extra[SETTINGS_ENTRY] else None
-    except (RuntimeError, ValueError, KeyError, OSError, AssertionError) as error:
+    except (RuntimeError, ValueError, KeyError, OSError, AssertionError, pickle.UnpicklingError) as error:
         raise PipelineError(f"{path}: not a readable torch.export archive ({first_line(error)})") from None
     return program, settings

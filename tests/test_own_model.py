@@ -110,8 +110,10 @@ def test_a_planted_pickle_is_refused_and_does_not_run(own, tmp_path):
             archive.writestr(record, data)
     assert_clean_failure(run("train"), "refused to load: its example inputs is a pickle that can run code")
     assert not marker.exists() and not (own / "models/fp32").exists()
-    with pytest.raises(Exception):  # the plant is live: torch's own load runs it, then trips over what it made
+    try:  # the plant is live: torch's own load runs it
         torch.export.load(target)
+    except Exception:
+        pass  # it may then trip over what the payload returned
     assert marker.exists()
 
 
