@@ -1,10 +1,14 @@
 """Reading and writing artifacts so that a file is either complete or absent.
 
 Every writer goes through `atomic_path`: the data lands under a temporary name in the same folder and is renamed
-into place only once fully written, so an interrupted stage never leaves a file that looks finished. Model files
+into place only once fully written, so an interrupted stage never leaves a file that looks finished. A folder
+(a model and the files beside it) is written whole under a temporary name and swapped in by `atomic_dir`, so it
+is never a mix of an old and a new one. Model files
 are read with `weights_only=True`, so loading one never runs code from it.
 """
 
+import ctypes
+import errno
 import io
 import json
 import os
@@ -23,8 +27,7 @@ from pipeline.errors import PipelineError
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a writer killed with SIGKILL
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+    clear_partials(path)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         yield temporary
@@ -35,15 +38,63 @@ def atomic_path(path: Path):
 
 @contextmanager
 def atomic_dir(path: Path):
-    """Yield an empty temporary folder beside `path`; it replaces `path`, whole, if the block succeeds."""
-    with atomic_path(path) as temporary:
-        temporary.mkdir()
-        try:
-            yield temporary
-            shutil.rmtree(path, ignore_errors=True)  # os.replace cannot put a folder over a full one
-        except BaseException:
-            shutil.rmtree(temporary)
-            raise
+    """Yield an empty temporary folder beside `path`; if the block succeeds, it takes `path`'s place whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    temporary.mkdir()
+    try:
+        yield temporary
+        swap_in(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # the new folder if the block failed; else the old one
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Put the folder `new` in `path`'s place, the old folder going to `new`'s name, so that at every instant
+    `path` is the old folder or the new one, whole. Where the system cannot exchange two names in one step, the old
+    folder is renamed aside first: a kill between the two renames leaves `path` missing and the old folder aside,
+    which `recover` puts back."""
+    if not path.exists():
+        os.rename(new, path)
+    elif not exchange(new, path):
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, aside)
+        os.rename(new, path)
+        os.rename(aside, new)
+
+
+RENAME_EXCHANGE, AT_FDCWD = 2, -100  # from Linux's <linux/fs.h> and <fcntl.h>
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux's renameat2 with RENAME_EXCHANGE); False where the system or the file
+    system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def recover(path: Path) -> None:
+    """Tidy what a writer killed with SIGKILL left beside `path`: an old folder renamed aside goes back where
+    `path` is missing (else it is deleted), and unfinished or replaced folders are deleted."""
+    for aside in sorted(path.parent.glob(f".{path.name}.old-*")):
+        if path.exists():
+            shutil.rmtree(aside)
+        else:
+            os.rename(aside, path)
+    clear_partials(path)
+
+
+def clear_partials(path: Path) -> None:
+    for stale in path.parent.glob(f".{path.name}.partial-*"):
+        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink(missing_ok=True)
 
 
 def copy_zip(archive: io.BytesIO, path: Path, keep=lambda name: True, deflate=lambda name: False) -> None:
@@ -80,9 +131,8 @@ def load_torch(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).split("\n\n")[-1].splitlines()[0]
         raise PipelineError(
-            f"{path}: refused to load: it needs full unpickling, which can run code ({reason})"
+            f"{path}: refused to load: it needs full unpickling, which can run code ({unpickling_reason(error)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise PipelineError(f"{path}: not a readable torch file, truncated or corrupt ({first_line(error)})") from None
@@ -98,6 +148,13 @@ def load_json(path: Path):
         raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)") from None
     except json.JSONDecodeError as error:
         raise PipelineError(f"{path}: not valid JSON ({error})") from None
+
+
+def unpickling_reason(error: Exception) -> str:
+    """What a restricted torch.load refused, from its long message: the line naming the global or opcode."""
+    lines = str(error).splitlines()
+    reason = next((line.strip() for line in lines if line.strip().startswith("WeightsUnpickler error:")), None)
+    return reason.split(" Please use")[0] if reason else first_line(error)
 
 
 def first_line(error: Exception) -> str:

@@ -56,7 +56,14 @@ def onnx_file(location: Path) -> Path:
 
 def holds_pytorch_model(location: Path) -> bool:
     """Whether `location` is a PyTorch model file or a folder holding one (else only a runtime's files)."""
-    return not location.is_dir() or any((location / name).is_file() for name in (EAGER_FILE, EXPORTED_FILE))
+    if not location.is_dir():
+        return True
+    if (location / EAGER_FILE).with_suffix(".ts").is_file() and not (location / EAGER_FILE).is_file():
+        raise PipelineError(
+            f"{location}: holds model.ts but no {EAGER_FILE}, an incomplete model folder (`dvc checkout --force` "
+            "restores it, or run the stage that makes it)"
+        )
+    return any((location / name).is_file() for name in (EAGER_FILE, EXPORTED_FILE))
 
 
 def deployable_path(path: Path) -> Path:

@@ -1,6 +1,7 @@
 """A stage killed part-way leaves no file that looks complete, and the next run succeeds."""
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -111,3 +112,115 @@ def test_download_interrupted_then_rerun(stalling_mirror, mirror, raw_dir, tmp_p
     fetch_dataset(Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (mirror,)), out, None, False)
     assert (out / "train-images-idx3-ubyte.gz").read_bytes() == (raw_dir / "train-images-idx3-ubyte.gz").read_bytes()
     assert leftovers(out) == []
+
+
+def snapshot(folder: Path) -> dict[str, bytes] | None:
+    """A folder's files and their bytes; None where it does not exist."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())} if folder.is_dir() else None
+
+
+# `static`, killed (SIGKILL) at the swap: at the N-th of the file operations that put the new folder in place of
+# the old one and delete the old one (exchange, rename, unlink, rmdir), counted from the swap's start.
+KILL_AT_SWAP = """
+import os, signal, sys
+import pipeline.artifacts as artifacts
+from pipeline.__main__ import app
+
+kill_at, steps = int(sys.argv[1]), []
+
+def killing(operation):
+    def step(*args, **kwargs):
+        steps.append(operation.__name__)
+        if len(steps) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return operation(*args, **kwargs)
+    return step
+
+def swap_in(new, path, swap=artifacts.swap_in):
+    for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (artifacts, "exchange")):
+        setattr(module, name, killing(getattr(module, name)))
+    swap(new, path)
+
+artifacts.swap_in = swap_in
+app(["static"])
+"""
+
+
+def test_a_stage_killed_at_each_step_of_the_swap_leaves_the_old_folder_or_the_new(trained, tmp_path):
+    """Kill `static` before the exchange, right after it, and while it deletes the old folder: each time the
+    folder is the old one or the new one, whole; what the kill left beside it, the next run's `recover` tidies."""
+    import pipeline.artifacts as artifacts
+
+    work = shutil.copytree(trained, tmp_path / "work")
+    folder = work / "models/int8_static"
+    old = snapshot(folder)
+    write_params(work / "params.yaml", tiny_params(tmp_path / "idx", **{"static.observer": "histogram"}))
+    seen = []
+    for kill_at in (1, 2, 4):
+        process = subprocess.run([sys.executable, "-c", KILL_AT_SWAP, str(kill_at)], cwd=work, capture_output=True)
+        assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+        seen.append(snapshot(folder))
+        artifacts.recover(folder)
+        assert leftovers(work) == [] and not list(folder.parent.glob(".*.old-*"))
+        shutil.rmtree(folder)
+        shutil.copytree(trained / "models/int8_static", folder)  # the old folder again, for the next kill
+    new = seen[1]
+    assert new != old and seen == [old, new, new]
+    assert sorted(new) == sorted(old) == ["model.json", "model.onnx", "model.pt", "model.ts"]
+
+
+def swap_killed_at(kill_at: int, new: Path, path: Path) -> bool:
+    """`swap_in(new, path)` in a child process killed at its `kill_at`-th file operation (exchange, rename,
+    unlink, rmdir); the last of them delete the old folder, as atomic_dir does after the swap. Whether the kill
+    came before the end."""
+    import pipeline.artifacts as artifacts
+
+    child = os.fork()
+    if child == 0:
+        steps = []
+
+        def killing(operation):
+            def step(*args, **kwargs):
+                steps.append(operation)
+                if len(steps) == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return operation(*args, **kwargs)
+
+            return step
+
+        for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (artifacts, "exchange")):
+            setattr(module, name, killing(getattr(module, name)))
+        artifacts.swap_in(new, path)
+        shutil.rmtree(new)
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("one_step", [True, False], ids=["exchange", "rename aside"])
+def test_a_swap_killed_at_any_step_is_recovered_whole(tmp_path, monkeypatch, one_step):
+    """Every step of the swap, on the path this system takes (one exchange) and on the one for file systems
+    without it (rename the old aside, the new in): after the kill, the next writer's `recover` leaves the old
+    folder or the new one, whole, and nothing beside it."""
+    import pipeline.artifacts as artifacts
+
+    if not one_step:
+        monkeypatch.setattr(artifacts, "exchange", lambda first, second: False)
+    old, new = {f"{name}": b"old " + name.encode() for name in "abc"}, {"a": b"new a", "d": b"new d"}
+    outcomes, killed = [], True
+    for kill_at in range(1, 20):
+        path, incoming = tmp_path / str(kill_at) / "model", tmp_path / str(kill_at) / ".model.partial-1"
+        for folder, files in ((path, old), (incoming, new)):
+            folder.mkdir(parents=True)
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+        killed = swap_killed_at(kill_at, incoming, path)
+        if not killed:
+            break  # the swap and the deletion ran to the end before step `kill_at`
+        artifacts.recover(path)
+        assert snapshot(path) in (old, new), f"killed at step {kill_at}"
+        assert sorted(item.name for item in path.parent.iterdir()) == ["model"]
+        outcomes.append("old" if snapshot(path) == old else "new")
+    assert not killed and snapshot(path) == new
+    # Steps: the exchange, or its refusal and 3 renames (the path is missing between the first two); then deleting
+    # the old folder's 3 files and itself.
+    assert outcomes == (["old"] + ["new"] * 4 if one_step else ["old"] * 3 + ["new"] * 5)
