@@ -198,3 +198,32 @@ def test_runtime_backend_runs_the_conversions_again_only(repo, backend):
         assert abs(metrics[variant]["accuracy"] - baseline[variant]["accuracy"]) <= 0.03  # 200 test images: 6
     shown = sh("dvc", "exp", "show", "--md", "--no-pager", "--keep", "quantize.backend", cwd=repo)
     assert backend in shown and "eager" in shown
+
+
+def test_a_damaged_object_in_the_remote_fails_the_pull(repo, s3_endpoint, tmp_path):
+    """With `verify` set as the README sets up a remote, a pull that receives other bytes than the checksum names
+    fails with DVC's message and leaves the damaged file out of the workspace."""
+    sh("dvc", "remote", "add", "checked", "s3://quantlab/checked", cwd=repo)
+    sh("dvc", "remote", "modify", "checked", "endpointurl", s3_endpoint, cwd=repo)
+    sh("dvc", "remote", "modify", "checked", "verify", "true", cwd=repo)
+    commit(repo, "verified s3 remote")
+    sh("dvc", "push", "-r", "checked", cwd=repo, **AWS_ENV)
+    damaged = "models/fp32/model.onnx"  # a file every backend's run keeps
+    digest = hashlib.md5((repo / damaged).read_bytes()).hexdigest()
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **CREDENTIALS)
+    key = f"checked/files/md5/{digest[:2]}/{digest[2:]}"
+    stored = s3.get_object(Bucket="quantlab", Key=key)["Body"].read()
+    middle = len(stored) // 2
+    s3.put_object(Bucket="quantlab", Key=key, Body=stored[:middle] + bytes(16) + stored[middle + 16 :])
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=repo)
+    result = sh("dvc", "pull", "-r", "checked", cwd=clone, check=False, **AWS_ENV)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "ERROR: failed to pull data from the cloud" in result.stderr and "models/fp32" in result.stderr
+    assert not (clone / damaged).exists()
+    # The damage is real: without `verify`, the same pull succeeds and puts the damaged file in the workspace.
+    unchecked = tmp_path / "unchecked"
+    sh("git", "clone", "-q", str(repo), str(unchecked), cwd=repo)
+    sh("dvc", "remote", "modify", "--local", "checked", "verify", "false", cwd=unchecked)
+    sh("dvc", "pull", "-r", "checked", cwd=unchecked, **AWS_ENV)
+    assert hashlib.md5((unchecked / damaged).read_bytes()).hexdigest() != digest
