@@ -7,6 +7,7 @@ import functools
 import logging
 import warnings
 
+import torch
 import typer
 
 from pipeline.errors import PipelineError
@@ -32,6 +33,12 @@ warnings.filterwarnings("ignore", module=r"torch(\.|$)")
 warnings.filterwarnings("ignore", module=r"torchao(\.|$)")
 # torchao registers a type that torch now handles natively, and torch logs a deprecation notice about it.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# torch warns once per process, from C++, that quantized tensors are deprecated. Raised inside a TorchScript file
+# (eager int8), the warning bypasses Python's filters and lands before `predict`'s output; raised once here, from
+# Python, it is dropped, and torch does not raise it again.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
 
 STAGES = {
     "download": download,

@@ -9,6 +9,8 @@ reads it, as evaluation reads dataset.json, so both feed a model the same way.
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from pipeline.artifacts import load_json, save_json
 from pipeline.data import DataInfo, info_from
 from pipeline.errors import PipelineError
@@ -36,4 +38,8 @@ def read_contract(deployable: Path) -> tuple[DataInfo, str | None]:
     contract = load_json(path)
     if not isinstance(contract, dict) or not isinstance(contract.get("data"), dict):
         raise PipelineError(f"{path}: not an input contract of this pipeline")
-    return info_from(contract["data"], path), contract.get("quantized_engine")
+    engine = contract.get("quantized_engine")
+    engines = [name for name in torch.backends.quantized.supported_engines if name != "none"]
+    if engine is not None and engine not in engines:
+        raise PipelineError(f"{path}: quantized_engine {engine!r} is not one of this torch's ({', '.join(engines)})")
+    return info_from(contract["data"], path), engine

@@ -5,6 +5,7 @@ not need otherwise); resizing is torchvision's antialiased bilinear resize on th
 stays 8-bit.
 """
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,6 +16,10 @@ from pipeline.artifacts import first_line
 from pipeline.errors import PipelineError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Larger images are refused before they are decoded: a few bytes of PNG can claim 20,000 x 20,000 pixels and take
+# gigabytes to decode. Pillow checks the claim when it opens a file; this sets its limit to ours.
+MAX_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow's modes of one channel; every other mode is read as RGB
 
 
@@ -22,9 +27,13 @@ def read_image(path: Path, channels: int | None, size: list[int] | None) -> torc
     """One image file as uint8 (C, H, W): grey or RGB as `channels` says (1, 3, or None for the file's own),
     resized if `size` is given."""
     try:
-        with Image.open(path) as image:
-            grey = channels == 1 or (channels is None and image.mode in GREY_MODES)
-            pixels = image.convert("L" if grey else "RGB")  # decodes the whole file: truncation shows here
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # over MAX_PIXELS (an error past twice)
+            with Image.open(path) as image:
+                grey = channels == 1 or (channels is None and image.mode in GREY_MODES)
+                pixels = image.convert("L" if grey else "RGB")  # decodes the whole file: truncation shows here
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise PipelineError(f"{path}: more than {MAX_PIXELS:,} pixels, which is more than an image may have") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise PipelineError(
             f"{path}: not a readable PNG or JPEG image, truncated or corrupt ({first_line(error)})"

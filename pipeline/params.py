@@ -1,14 +1,16 @@
 """params.yaml, loaded strictly: an unknown, missing or wrongly typed key is an error naming that key.
 
 Each section is a pydantic model with the same field names as the YAML section. Strict mode means no silent
-coercion: `epochs: "5"` is rejected rather than turned into 5.
+coercion: `epochs: "5"` is rejected rather than turned into 5. Numbers must be finite (`.nan` and `.inf` are
+refused), and every count and size has an upper bound, so a typo gives one line naming the key instead of an
+overflow or an allocation of terabytes later.
 """
 
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.errors import PipelineError
@@ -18,8 +20,20 @@ PARAMS_FILE = Path("params.yaml")
 ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 
 
+# Upper bounds far above any run this lab makes on a CPU, low enough that no value within them exhausts memory.
+Size = Annotated[int, Field(gt=0, le=1_000_000)]  # image, batch and step counts
+Width = Annotated[int, Field(gt=0, le=16_384)]  # layer widths and channels: 16,384 squared float32 weights are 1 GB
+Pixels = Annotated[int, Field(gt=0, le=4_096)]  # image height and width
+BatchSize = Annotated[int, Field(gt=0, le=65_536)]
+Epochs = Annotated[int, Field(gt=0, le=10_000)]
+Threads = Annotated[int, Field(gt=0, le=1_024)]
+PositiveFloat = Annotated[float, Field(gt=0)]  # finite: every section refuses .nan and .inf
+Points = Annotated[float, Field(gt=0, le=100)]  # of accuracy, in percent
+Seconds = Annotated[float, Field(gt=0, le=3_600)]
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataParams(Section):
@@ -30,28 +44,28 @@ class DataParams(Section):
     local_dir: str
     verify_md5: bool  # false only for your own IDX files, which have no known checksum
     channels: Literal[1, 3] | None  # convert every image to grey (1) or RGB (3); null keeps the source's
-    image_size: list[PositiveInt] | None = Field(min_length=2, max_length=2)  # [height, width]; null keeps it
+    image_size: list[Pixels] | None = Field(min_length=2, max_length=2)  # [height, width]; null keeps it
     mean: list[float] | None  # per channel: the model takes (pixels / 255 - mean) / std; null: pixels / 255
     std: list[PositiveFloat] | None
 
 
 class CalibrationParams(Section):
-    size: PositiveInt  # training images drawn by seed for static calibration
-    batches: PositiveInt  # fed in this many batches: the moving-average observer updates once per batch
+    size: Size  # training images drawn by seed for static calibration
+    batches: Size  # fed in this many batches: the moving-average observer updates once per batch
 
 
 class TrainParams(Section):
     # the built-in MLP and CNN, or torchvision's architectures by name, trained from scratch
     # or `exported`: your own FP32 model, a torch.export archive at models/own/model.pt2, adopted without training
     arch: Literal["mlp", "cnn", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "exported"]
-    hidden: list[PositiveInt] = Field(min_length=1)  # mlp: widths of the hidden layers
-    channels: list[PositiveInt] = Field(min_length=1)  # cnn: widths of the Conv-BN-ReLU blocks
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    hidden: list[Width] = Field(min_length=1, max_length=64)  # mlp: widths of the hidden layers
+    channels: list[Width] = Field(min_length=1, max_length=64)  # cnn: widths of the Conv-BN-ReLU blocks
+    epochs: Epochs
+    batch_size: BatchSize
     lr: PositiveFloat
     lr_schedule: Literal["cosine", "constant"]
     device: Literal["auto", "cpu", "cuda"]
-    threads: PositiveInt  # CPU threads for training and QAT: float sums depend on how work is split
+    threads: Threads  # CPU threads for training and QAT: float sums depend on how work is split
 
 
 class QuantizeParams(Section):
@@ -88,27 +102,27 @@ class StaticParams(Section):
     observer: Literal["minmax", "moving_average_minmax", "histogram"]
     symmetric_activations: bool
     skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
-    max_accuracy_drop: PositiveFloat | None  # points; if set, keep the fewest more layers in FP32 to stay within it
+    max_accuracy_drop: Points | None  # points; if set, keep the fewest more layers in FP32 to stay within it
 
 
 class QatParams(Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    epochs: Epochs
+    batch_size: BatchSize
     lr: PositiveFloat
     lr_schedule: Literal["cosine", "constant"]
-    freeze_after: PositiveInt  # epochs after which BN statistics and observers stop updating (>= epochs: never)
+    freeze_after: Epochs  # epochs after which BN statistics and observers stop updating (>= epochs: never)
 
 
 class EvaluateParams(Section):
-    batch_sizes: list[PositiveInt] = Field(min_length=1)
-    threads: PositiveInt
-    warmup: int = Field(ge=0)
-    repeats: PositiveInt
-    max_seconds: PositiveFloat  # per form and batch size: timing stops early past it (at least 10 calls)
+    batch_sizes: list[BatchSize] = Field(min_length=1)
+    threads: Threads
+    warmup: int = Field(ge=0, le=1_000_000)
+    repeats: Size
+    max_seconds: Seconds  # per form and batch size: timing stops early past it (at least 10 calls)
 
 
 class Params(Section):
-    seed: int
+    seed: int = Field(ge=0, lt=2**32)  # the range every seeded generator here (torch, NumPy) takes
     data: DataParams
     calibration: CalibrationParams
     train: TrainParams

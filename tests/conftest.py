@@ -2,7 +2,9 @@
 
 import contextlib
 import functools
+import struct
 import threading
+import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,6 +71,19 @@ def write_image_folder(root: Path, train_count: int = 90, test_count: int = 45) 
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:04d}.png")
     return root
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG file that claims width x height pixels and holds almost no data: a decompression bomb, as it looks
+    before it is decoded."""
+    chunks = [
+        b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0),
+        b"IDAT" + zlib.compress(b"\0" * 64),
+        b"IEND",
+    ]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(chunk) - 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) for chunk in chunks
+    )
 
 
 def write_tensor_files(root: Path, train_count: int = 90, test_count: int = 45) -> Path:

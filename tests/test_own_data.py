@@ -12,7 +12,7 @@ from pipeline.checkpoints import deployable_path
 from pipeline.contract import read_contract
 from pipeline.data import load_split, read_info
 from pipeline.quantize import use_engine
-from tests.conftest import tiny_params, write_image_folder, write_params, write_tensor_files
+from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
 from tests.test_pipeline import commit, make_repo, sh
 
@@ -78,9 +78,14 @@ def odd_size(source):
     Image.new("RGB", (10, 12)).save(source / "train/blue/odd.png")
 
 
+def bomb(source):
+    (source / "train/green/bomb.png").write_bytes(png_claiming(20_000, 20_000))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
+        (bomb, "train/green/bomb.png: more than 67,108,864 pixels, which is more than an image may have"),
         (odd_size, "train/blue/odd.png: image of [3, 12, 10] (channels, height, width), but 0003.png is [3, 12, 12]"),
         (damage_classes, "train and test name different classes (only in train: ['red']; only in test: ['crimson'])"),
         (empty_class, "train/yellow: class folder holds no PNG or JPEG image"),
@@ -94,6 +99,45 @@ def test_bad_image_folder_is_named_and_nothing_written(own, tmp_path, damage, me
     assert run("download").exit_code == 0
     assert_clean_failure(run("prepare"), message)
     assert not (tmp_path / "work/data/prepared").exists()
+
+
+def linked_class(source, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (source / "train/evil").symlink_to(tmp_path / "elsewhere")
+    return "train/evil"
+
+
+def linked_image(source, tmp_path):
+    (source / "train/red/evil.png").symlink_to("/etc/passwd")
+    return "train/red/evil.png"
+
+
+def linked_tensors(source, tmp_path):
+    (source / "train.pt").rename(tmp_path / "train.pt")
+    (source / "train.pt").symlink_to(tmp_path / "train.pt")
+    return "train.pt"
+
+
+@pytest.mark.parametrize("link", [linked_class, linked_image, linked_tensors])
+def test_a_symbolic_link_in_your_data_is_refused(own, tmp_path, link):
+    """What download copies is cached and pushed: a link out of data.local_dir must not carry a file along."""
+    dataset = "tensors" if link is linked_tensors else "imagefolder"
+    source = OWN[dataset](tmp_path / "source")
+    where = link(source, tmp_path)
+    own(source, dataset)
+    assert_clean_failure(run("download"), f"{source / where}: a symbolic link; data.local_dir must hold your data")
+    assert not (tmp_path / "work/data").exists()
+
+
+def test_files_that_are_not_images_are_left_out_and_counted(own, tmp_path):
+    source = write_image_folder(tmp_path / "source")
+    (source / "train/red/notes.txt").write_text("not an image")
+    (source / "test/.DS_Store").write_bytes(b"\0")
+    own(source, "imagefolder")
+    result = run("download")
+    assert result.exit_code == 0 and "left out 2 files that are not PNG or JPEG images" in result.output
+    copied = sorted(path.name for path in (tmp_path / "work/data/raw/imagefolder").rglob("*") if path.is_file())
+    assert copied == sorted(path.name for path in source.rglob("*.png"))
 
 
 class Planted:

@@ -1,7 +1,9 @@
 """`predict` on the built-in models and IDX data: image files in, class names of the data set out."""
 
+import json
 import shutil
 
+import numpy
 import pytest
 import torch
 from PIL import Image
@@ -9,6 +11,7 @@ from PIL import Image
 from pipeline.checkpoints import read_model
 from pipeline.data import load_split
 from pipeline.exchange import onnx_to_openvino
+from tests.conftest import png_claiming
 from tests.test_cli import assert_clean_failure, run
 
 
@@ -68,3 +71,56 @@ def test_predict_runs_a_runtime_file(trained, tmp_path, monkeypatch, runtime_fil
     assert runtime.output.count("\n") == 20
     classes = [[line.split("\t")[1] for line in result.output.strip().splitlines()] for result in (pytorch, runtime)]
     assert classes[0] == classes[1]
+
+
+def contract_edited(trained, tmp_path, change) -> str:
+    """A copy of the static int8 folder whose model.json was edited by `change(contract)`."""
+    folder = shutil.copytree(trained / "models/int8_static", tmp_path / "variant")
+    contract = json.loads((folder / "model.json").read_text())
+    change(contract)
+    (folder / "model.json").write_text(json.dumps(contract))
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["data"].update(classes=list("abcde")), "model.json: names 5 classes, but the model gives [10]"),
+        (
+            lambda c: c["data"].update(classes=list("abcdefghijkl")),
+            "names 12 classes, but the model gives [10] outputs",
+        ),
+        (lambda c: c["data"].update(channels=3), "model.json: the model does not take the images it describes"),
+        (lambda c: c["data"].update(height=32, width=32), "does not take the images it describes, [N, 1, 32, 32]"),
+        (
+            lambda c: c.update(quantized_engine="bogus"),
+            "model.json: quantized_engine 'bogus' is not one of this torch's",
+        ),
+    ],
+)
+def test_predict_checks_the_contract_against_the_model(trained, tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(trained)
+    image = tmp_path / "image.png"
+    Image.new("L", (28, 28)).save(image)
+    assert_clean_failure(run("predict", contract_edited(trained, tmp_path, change), str(image)), message)
+
+
+def test_predict_prints_each_image_on_one_line_whatever_the_names(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    classes = [f"class\t{index}\nfake line" for index in range(10)]
+    folder = contract_edited(trained, tmp_path, lambda c: c["data"].update(classes=classes))
+    images = write_pngs(numpy.zeros((3, 28, 28), dtype=numpy.uint8), tmp_path / "pngs")
+    (images / "odd\tname.png").write_bytes((images / "000.png").read_bytes())
+    result = run("predict", folder, str(images))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().split("\n")
+    assert len(lines) == 4 and all(line.count("\t") == 2 for line in lines)
+    assert "class\\t" in lines[0] and "\\nfake line" in lines[0] and "odd\\tname.png" in result.output
+
+
+def test_predict_refuses_a_huge_image_and_a_missing_model(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(20_000, 20_000))
+    assert_clean_failure(run("predict", "models/int8_static", str(bomb)), "bomb.png: more than 67,108,864 pixels")
+    assert_clean_failure(run("predict", "models/absent", str(bomb)), "models/absent: no such model file or folder")

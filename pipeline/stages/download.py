@@ -5,10 +5,15 @@
 Sources, tried per file in order: the folder `data.local_dir`, the system copy (Debian's package
 dataset-fashion-mnist), then the official mirrors that torchvision lists. A file found locally that fails its
 checksum is an error, not a reason to look elsewhere: it means that copy is damaged.
+
+Your own data (`imagefolder`, `tensors`) is copied from `data.local_dir`: regular files only, since what is copied
+is cached and pushed to the remote. A symbolic link, which could lead anywhere on the machine, is refused; files
+of an image folder that are not PNG or JPEG images are left out, and counted.
 """
 
 import gzip
 import hashlib
+import os
 import shutil
 import urllib.error
 from pathlib import Path
@@ -18,6 +23,7 @@ import typer
 from pipeline.artifacts import atomic_dir, atomic_path, first_line
 from pipeline.datasets import DataFile, Dataset, registry
 from pipeline.errors import PipelineError
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import RAW_DIR
 
@@ -89,17 +95,45 @@ def fetch_dataset(dataset: Dataset, out_dir: Path, local_dir: Path | None, verif
 
 # Your own data: what `download` copies from data.local_dir into data/raw/<dataset>/, where DVC caches it.
 OWN_SOURCES = {"imagefolder": ("train", "test"), "tensors": ("train.pt", "test.pt")}
+LINK_REFUSED = "a symbolic link; data.local_dir must hold your data itself, not links to it"
 
 
-def copy_own_data(local_dir: Path, names: tuple[str, ...], target: Path) -> None:
-    """Copy the named folders or files of `local_dir` into `target`, whole or not at all."""
+def own_files(source: Path) -> tuple[list[Path], list[Path], int]:
+    """The folders and the files to copy from `source` (a file, or a folder of images), and how many other files
+    it holds. Only regular files are copied: a symbolic link, which could lead anywhere on the machine, is an
+    error, since what is copied is cached and pushed to the remote."""
+    if source.is_symlink():
+        raise PipelineError(f"{source}: {LINK_REFUSED}")
+    if source.is_file():
+        return [], [source], 0
+    folders, files, skipped = [source], [], 0
+    for folder, subfolders, names in os.walk(source):
+        for path in sorted(Path(folder) / name for name in subfolders + names):
+            if path.is_symlink():
+                raise PipelineError(f"{path}: {LINK_REFUSED}")
+            if path.is_dir():
+                folders.append(path)
+            elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(path)
+            else:
+                skipped += 1
+    return folders, files, skipped
+
+
+def copy_own_data(local_dir: Path, names: tuple[str, ...], target: Path) -> int:
+    """Copy the named folders or files of `local_dir` into `target`, whole or not at all; return how many files
+    were left out for not being PNG or JPEG images."""
     missing = [name for name in names if not (local_dir / name).exists()]
     if missing:
         raise PipelineError(f"data.local_dir: {local_dir} holds no {' or '.join(missing)}")
+    sources = [own_files(local_dir / name) for name in names]
     with atomic_dir(target) as temporary:
-        for name in names:
-            source = local_dir / name
-            (shutil.copytree if source.is_dir() else shutil.copyfile)(source, temporary / name)
+        for folders, files, _ in sources:
+            for folder in folders:
+                (temporary / folder.relative_to(local_dir)).mkdir(parents=True, exist_ok=True)
+            for path in files:
+                shutil.copyfile(path, temporary / path.relative_to(local_dir))
+    return sum(skipped for _, _, skipped in sources)
 
 
 def command(
@@ -110,8 +144,10 @@ def command(
     params = load_params(params_file).data
     local_dir = Path(params.local_dir).expanduser()
     if params.dataset in OWN_SOURCES:
-        copy_own_data(local_dir, OWN_SOURCES[params.dataset], out_dir / params.dataset)
+        skipped = copy_own_data(local_dir, OWN_SOURCES[params.dataset], out_dir / params.dataset)
         typer.echo(f"{params.dataset}: {local_dir}")
+        if skipped:
+            typer.echo(f"left out {skipped} files that are not PNG or JPEG images")
         return
     dataset = registry()[params.dataset]
     for source in fetch_dataset(dataset, out_dir / dataset.name, local_dir, params.verify_md5):

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import typer
 
+from pipeline.artifacts import first_line
 from pipeline.checkpoints import deployable_path, read_exported
-from pipeline.contract import read_contract
-from pipeline.data import model_inputs
+from pipeline.contract import contract_path, read_contract
+from pipeline.data import DataInfo, model_inputs
 from pipeline.errors import PipelineError
 from pipeline.images import IMAGE_SUFFIXES, read_image
 from pipeline.latency import compiled
@@ -54,6 +55,29 @@ def load_runnable(deployable: Path, engine: str | None):
     return load_deployable(deployable)
 
 
+def probabilities(runnable, inputs: torch.Tensor, data: DataInfo, deployable: Path) -> torch.Tensor:
+    """The runnable's class probabilities for a batch, checked against the contract: the model must take its
+    input shape and give one output per class it names."""
+    try:
+        outputs = runnable(inputs)
+    except Exception as error:  # each runtime raises its own classes; the model is the user's file
+        raise PipelineError(
+            f"{contract_path(deployable)}: the model does not take the images it describes, "
+            f"[N, {', '.join(map(str, data.input_shape))}] ({first_line(error)})"
+        ) from None
+    if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
+        raise PipelineError(
+            f"{contract_path(deployable)}: names {len(data.classes)} classes, but the model gives "
+            f"{list(outputs.shape[1:])} outputs per image"
+        )
+    return outputs.softmax(1)
+
+
+def printable(text: str) -> str:
+    """`text` with tabs, newlines and other control characters escaped, so each image is one line of 3 fields."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 @torch.inference_mode()
 def command(
     model: Path = typer.Argument(
@@ -62,6 +86,8 @@ def command(
     images: list[Path] = typer.Argument(..., help="PNG or JPEG files, or folders of them"),
 ) -> None:
     """Print the most likely class of each image, and its probability."""
+    if not model.exists():
+        raise PipelineError(f"{model}: no such model file or folder")
     deployable = deployable_path(model)
     data, engine = read_contract(deployable)
     runnable = load_runnable(deployable, engine)
@@ -69,6 +95,6 @@ def command(
     for start in range(0, len(paths), BATCH):
         batch = paths[start : start + BATCH]
         pixels = torch.stack([read_image(path, data.channels, [data.height, data.width]) for path in batch])
-        probabilities = runnable(model_inputs(pixels, data)).softmax(1)
-        for path, (probability, label) in zip(batch, zip(*probabilities.max(1))):
-            typer.echo(f"{path}\t{data.classes[label]}\t{probability:.4f}")
+        best = probabilities(runnable, model_inputs(pixels, data), data, deployable).max(1)
+        for path, probability, label in zip(batch, *best):
+            typer.echo(f"{printable(str(path))}\t{printable(data.classes[label])}\t{probability:.4f}")
