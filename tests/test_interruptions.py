@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import artifacts
 from pipeline.__main__ import app
 from pipeline.checkpoints import load_model
 from pipeline.datasets import DataFile, Dataset
 from pipeline.stages.download import fetch_dataset
-from tests.conftest import CliRunner, tiny_params, write_params
+from tests.conftest import ROOT, CliRunner, tiny_params, write_params
 
 STALL_SECONDS = 20  # the stalled server gives up by itself, so no test can hang on it
 
@@ -119,26 +120,33 @@ def snapshot(folder: Path) -> dict[str, bytes] | None:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())} if folder.is_dir() else None
 
 
-# `static`, killed (SIGKILL) at the swap: at the N-th of the file operations that put the new folder in place of
-# the old one and delete the old one (exchange, rename, unlink, rmdir), counted from the swap's start.
-KILL_AT_SWAP = """
-import os, signal, sys
-import pipeline.artifacts as artifacts
-from pipeline.__main__ import app
+def kill_at_step(kill_at: int) -> None:
+    """From now on, SIGKILL this process at its `kill_at`-th file operation of the kinds a swap makes: exchange,
+    rename, unlink, rmdir (the last two delete the old folder after the swap)."""
+    steps = []
 
-kill_at, steps = int(sys.argv[1]), []
+    def killing(operation):
+        def step(*args, **kwargs):
+            steps.append(operation)
+            if len(steps) == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return operation(*args, **kwargs)
 
-def killing(operation):
-    def step(*args, **kwargs):
-        steps.append(operation.__name__)
-        if len(steps) == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return operation(*args, **kwargs)
-    return step
+        return step
 
-def swap_in(new, path, swap=artifacts.swap_in):
     for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (artifacts, "exchange")):
         setattr(module, name, killing(getattr(module, name)))
+
+
+# `static`, killed at the `argv[1]`-th file operation from the start of its swap.
+KILL_AT_SWAP = """
+import sys
+import pipeline.artifacts as artifacts
+from pipeline.__main__ import app
+from tests.test_interruptions import kill_at_step
+
+def swap_in(new, path, swap=artifacts.swap_in):
+    kill_at_step(int(sys.argv[1]))
     swap(new, path)
 
 artifacts.swap_in = swap_in
@@ -149,15 +157,14 @@ app(["static"])
 def test_a_stage_killed_at_each_step_of_the_swap_leaves_the_old_folder_or_the_new(trained, tmp_path):
     """Kill `static` before the exchange, right after it, and while it deletes the old folder: each time the
     folder is the old one or the new one, whole; what the kill left beside it, the next run's `recover` tidies."""
-    import pipeline.artifacts as artifacts
-
     work = shutil.copytree(trained, tmp_path / "work")
     folder = work / "models/int8_static"
     old = snapshot(folder)
     write_params(work / "params.yaml", tiny_params(tmp_path / "idx", **{"static.observer": "histogram"}))
     seen = []
     for kill_at in (1, 2, 4):
-        process = subprocess.run([sys.executable, "-c", KILL_AT_SWAP, str(kill_at)], cwd=work, capture_output=True)
+        command = [sys.executable, "-c", KILL_AT_SWAP, str(kill_at)]
+        process = subprocess.run(command, cwd=work, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert process.returncode == -signal.SIGKILL, process.stderr.decode()
         seen.append(snapshot(folder))
         artifacts.recover(folder)
@@ -173,23 +180,9 @@ def swap_killed_at(kill_at: int, new: Path, path: Path) -> bool:
     """`swap_in(new, path)` in a child process killed at its `kill_at`-th file operation (exchange, rename,
     unlink, rmdir); the last of them delete the old folder, as atomic_dir does after the swap. Whether the kill
     came before the end."""
-    import pipeline.artifacts as artifacts
-
     child = os.fork()
     if child == 0:
-        steps = []
-
-        def killing(operation):
-            def step(*args, **kwargs):
-                steps.append(operation)
-                if len(steps) == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return operation(*args, **kwargs)
-
-            return step
-
-        for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (artifacts, "exchange")):
-            setattr(module, name, killing(getattr(module, name)))
+        kill_at_step(kill_at)
         artifacts.swap_in(new, path)
         shutil.rmtree(new)
         os._exit(0)
@@ -201,8 +194,6 @@ def test_a_swap_killed_at_any_step_is_recovered_whole(tmp_path, monkeypatch, one
     """Every step of the swap, on the path this system takes (one exchange) and on the one for file systems
     without it (rename the old aside, the new in): after the kill, the next writer's `recover` leaves the old
     folder or the new one, whole, and nothing beside it."""
-    import pipeline.artifacts as artifacts
-
     if not one_step:
         monkeypatch.setattr(artifacts, "exchange", lambda first, second: False)
     old, new = {f"{name}": b"old " + name.encode() for name in "abc"}, {"a": b"new a", "d": b"new d"}
