@@ -24,7 +24,16 @@ STALL_SECONDS = 20  # the stalled server gives up by itself, so no test can hang
 
 
 def start(args, cwd) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`args` in a child whose Ctrl-C is Python's KeyboardInterrupt, even where this run ignores SIGINT (as a shell
+    does for a command it starts in the background)."""
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for_line(process: subprocess.Popen, text: str) -> None:
