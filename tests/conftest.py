@@ -8,9 +8,11 @@ import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 import torch
+from moto.server import ThreadedMotoServer
 from PIL import Image
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
@@ -168,3 +170,18 @@ FIRST = ("test_pipeline.py", "test_own_model.py", "test_pt2e.py", "test_own_data
 def pytest_collection_modifyitems(items):
     """The longest files first, in the order FIRST gives; the others after them, in their own order."""
     items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on 127.0.0.1, with the bucket created."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = "http://{}:{}".format(*server.get_host_and_port())
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", **CREDENTIALS).create_bucket(Bucket="quantlab")
+    yield url
+    server.stop()
+
+
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # credentials never enter a config file
