@@ -72,15 +72,15 @@ def archive_root(names: list[str]) -> str:
     return root
 
 
-def allowed_members(read, present: set[str]) -> set[str]:
+def allowed_members(read, present) -> set[str]:
     """The members the format defines for the models this archive holds, each tensor file vetted on the way.
     `read(name)` gives a member's bytes, by its name under the root."""
     allowed = set(FIXED_MEMBERS) | {name for name in present if EXTRA_FILE.fullmatch(name)}
     for model in (match[1] for match in map(MODEL_JSON.fullmatch, sorted(present)) if match):
         sample_inputs = f"data/sample_inputs/{model}.pt"
         allowed |= {f"models/{model}.json", sample_inputs}
-        if read(sample_inputs):  # empty where the program was saved without example inputs
-            restricted_load(read(sample_inputs), "its example inputs")
+        if data := read(sample_inputs):  # empty where the program was saved without example inputs
+            restricted_load(data, "its example inputs")
         for config_format, tensor_file in CONFIGS.items():
             config = config_format.format(model)
             allowed.add(config)
@@ -119,19 +119,20 @@ def vetted_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, byte
     if twice:
         raise PipelineError(f"refused to load: member {twice[0]!r} appears more than once")
     root = archive_root(names)
-    present = {name[len(root) + 1 :] for name in names}
-    if "data.pkl" in present:
+    members = [(record, archive.read(record)) for record in archive.infolist()]
+    contents = {record.filename[len(root) + 1 :]: data for record, data in members}
+    if "data.pkl" in contents:
         raise PipelineError("refused to load: a pickle (torch.save), not a torch.export archive")
 
     def read(name: str) -> bytes:
-        if name not in present:
+        if name not in contents:
             raise PipelineError(f"not a readable torch.export archive (no member {name})")
-        return archive.read(f"{root}/{name}")
+        return contents[name]
 
-    unknown = sorted(present - allowed_members(read, present))
+    unknown = sorted(contents.keys() - allowed_members(read, contents.keys()))
     if unknown:
         raise PipelineError(f"refused to load: unknown member {unknown[0]!r}, which torch.export.load might unpickle")
-    return [(record, archive.read(record)) for record in archive.infolist()]
+    return members
 
 
 def rebuilt(path: Path) -> io.BytesIO:

@@ -158,5 +158,7 @@ def unpickling_reason(error: Exception) -> str:
 
 
 def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The line of an error's message that says what went wrong. TorchScript's messages start with where in the
+    graph the error happened and end with what it was, so for them that is the last line."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[-1] if lines[0].startswith("The following operation failed in the TorchScript") else lines[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import typer
 
+from pipeline.artifacts import first_line
 from pipeline.checkpoints import deployable_path, read_exported
 from pipeline.contract import contract_path, read_contract
 from pipeline.data import DataInfo, model_inputs
@@ -60,12 +61,9 @@ def probabilities(runnable, inputs: torch.Tensor, data: DataInfo, deployable: Pa
     try:
         outputs = runnable(inputs)
     except Exception as error:  # each runtime raises its own classes; the model is the user's file
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        # TorchScript's message starts with where in the graph it failed, and ends with what failed
-        reason = lines[-1] if lines[0].startswith("The following operation failed in the TorchScript") else lines[0]
         raise PipelineError(
             f"{contract_path(deployable)}: the model does not take the images it describes, "
-            f"[N, {', '.join(map(str, data.input_shape))}] ({reason})"
+            f"[N, {', '.join(map(str, data.input_shape))}] ({first_line(error)})"
         ) from None
     if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
         raise PipelineError(
