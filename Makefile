@@ -23,9 +23,9 @@ test: $(VENV)/installed
 	$(RUN) pytest
 
 # The fastest FP32 on any runtime against each backend's int8 on each runtime (PyTorch, ONNX Runtime, OpenVINO),
-# per architecture and batch size, printed as tables.
+# per architecture and batch size, printed as tables and written to reports/bench.md with the CPU they ran on.
 bench: $(VENV)/installed
-	$(RUN) python -m pipeline bench
+	$(RUN) python -m pipeline bench --markdown reports/bench.md
 
 # Results: reports/sweep.md (the key params and metrics of every experiment) and reports/sweep/index.html
 # (the accuracy-vs-size and latency plots of every experiment, overlaid).

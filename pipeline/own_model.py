@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.archives import load_archive
 from pipeline.artifacts import first_line
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
+from pipeline.formats.archives import load_archive
 
 
 def how_to_export(path: Path) -> str:

@@ -12,5 +12,6 @@ INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
 
 TRAINING_HISTORY = Path("reports/plots/training.json")  # train -> report
-METRICS_FILE = Path("reports/metrics.json")  # evaluate -> report
+METRICS_FILE = Path("reports/metrics.json")  # evaluate: the headline figures DVC lists (`dvc exp show`, `metrics diff`)
+DETAILS_FILE = Path("reports/details.json")  # evaluate -> report: every figure measured, and what it was measured on
 PLOTS_DIR = Path("reports/plots")  # evaluate, layers, sensitivity -> report

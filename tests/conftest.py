@@ -18,8 +18,11 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from pipeline.__main__ import app
+from pipeline.backends.eager.backend import Eager
+from pipeline.backends.recipes import Recipe, StaticRecipe
 from pipeline.data import DataInfo
 from pipeline.datasets import SPLIT_FILES
+from pipeline.formats.fp32 import Fp32Model
 from pipeline.idx import write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 IDX_SHAPE = ([1, 28, 28], 10)
 IDX_ARCH = {"input": [1, 28, 28], "classes": 10}
 IDX_INFO = DataInfo("synthetic", 1, 28, 28, tuple(str(label) for label in range(10)))
+
+
+def eager_static_recipe(per_channel: bool = False, observer: str = "minmax") -> StaticRecipe:
+    return StaticRecipe("eager", "x86", True, observer, per_channel, False)
+
+
+def save_eager(int8: torch.nn.Module, arch: dict, recipe: Recipe, folder: Path) -> None:
+    """An eager int8 model's folder, as the eager backend writes it: model.pt, model.ts, model.onnx, contract."""
+    Eager().save(int8, Fp32Model(int8, arch, folder), recipe, folder, IDX_INFO)
 
 
 def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -132,6 +132,7 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
     figures = files_under(tmp_path / "copy/reports")
     for name in (
         "metrics.json",
+        "details.json",
         "summary.md",
         "figures/training.png",
         "figures/latency.png",
@@ -151,4 +152,4 @@ def test_evaluate_without_models(project, raw_dir):
 
 
 def test_report_without_metrics(project):
-    assert_clean_failure(run("report"), "reports/metrics.json: file not found")
+    assert_clean_failure(run("report"), "reports/details.json: file not found")

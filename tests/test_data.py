@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from pipeline.checkpoints import load_checkpoint
+from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.data import read_info
 from pipeline.datasets import registry
 from pipeline.errors import PipelineError
+from pipeline.formats.variants import load_checkpoint
 from pipeline.models import build
-from pipeline.quantize import quantize_static, static_qconfig, use_engine
 
 
 def test_prepare_records_image_size_and_class_names(trained):

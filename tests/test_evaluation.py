@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from pipeline.artifacts import load_json
-from pipeline.checkpoints import deployable_path, floor_bytes, load_model
 from pipeline.data import load_split
-from pipeline.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
-from pipeline.latency import best_of, compiled_forms, time_calls
-from pipeline.stages.evaluate import runtime_label
+from pipeline.formats.files import deployable_path
+from pipeline.formats.variants import load_model
+from pipeline.measure.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
+from pipeline.measure.latency import best_of, compiled_forms, time_calls
+from pipeline.measure.sizes import floor_bytes
+from pipeline.measure.variants import runtime_label
 from tests.test_cli import run
 
 
@@ -72,8 +74,13 @@ def test_every_form_computes_what_the_model_computes(trained, name):
 
 def test_metrics_name_both_sides_and_every_form(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
-    assert run("evaluate", "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots")).exit_code == 0
-    metrics = load_json(tmp_path / "m.json")
+    options = ["--metrics", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json")]
+    assert run("evaluate", *options, "--plots", str(tmp_path / "plots")).exit_code == 0
+    metrics = load_json(tmp_path / "d.json")
+    headline = load_json(tmp_path / "m.json")
+    assert set(headline) == {"fp32", "dynamic", "static", "qat", "best_int8"}
+    assert set(headline["static"]) == {"accuracy", "deploy_size_bytes", "latency_ms", "vs_fp32"}
+    assert headline["static"]["vs_fp32"] == metrics["static"]["vs_fp32"]
     for name in ("dynamic", "static", "qat"):
         entry = metrics[name]
         assert 0.9 <= entry["agreement"] <= 1 and entry["logit_sqnr_db"] > 10

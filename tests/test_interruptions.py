@@ -15,8 +15,8 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.__main__ import app
-from pipeline.checkpoints import load_model
 from pipeline.datasets import DataFile, Dataset
+from pipeline.formats.variants import load_model
 from pipeline.stages.download import fetch_dataset
 from tests.conftest import ROOT, CliRunner, tiny_params, write_params
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.checkpoints import deployable_path
-from pipeline.contract import read_contract
+from pipeline.backends.eager.modules import use_engine
 from pipeline.data import load_split, read_info
-from pipeline.quantize import use_engine
+from pipeline.formats.contract import read_contract
+from pipeline.formats.files import deployable_path
 from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
 from tests.test_pipeline import commit, make_repo, sh
@@ -187,7 +187,7 @@ def repro_every_stage(repo) -> dict:
     log = sh("dvc", "repro", cwd=repo)
     for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity"):
         assert f"Running stage '{stage}'" in log
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/details.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):
         assert metrics[variant]["accuracy"] > 0.8, variant  # three classes: chance is 0.33
     return metrics

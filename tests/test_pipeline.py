@@ -74,7 +74,7 @@ def test_repro_runs_every_stage_then_nothing(repo):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):
         entry = metrics[variant]
-        assert entry["accuracy"] > 0.5 and entry["size_bytes"] > 0
+        assert entry["accuracy"] > 0.5 and entry["deploy_size_bytes"] > 0
         assert set(entry["latency_ms"]) == {"batch_1", "batch_16"} and min(entry["latency_ms"].values()) > 0
     assert metrics["static"]["vs_fp32"]["size_ratio"] < 0.5
     assert (repo / "reports/figures/accuracy_vs_size.png").stat().st_size > 1000
@@ -140,11 +140,12 @@ def test_experiment_reruns_only_what_the_param_touches(repo):
 
 def test_pt2e_backend_runs_every_variant(repo):
     """`-S quantize.backend=pt2e` re-runs the three conversions and evaluation; the same metrics, compiled int8."""
-    baseline = json.loads((repo / "reports/metrics.json").read_text())
+    baseline = json.loads((repo / "reports/details.json").read_text())
     log = sh("dvc", "exp", "run", "-S", "quantize.backend=pt2e", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    assert ran == {"dynamic", "static", "qat", "evaluate", "report"}
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    # sensitivity ranks layers with the backend's own static recipe: it runs again too
+    assert ran == {"dynamic", "static", "qat", "evaluate", "sensitivity", "report"}
+    metrics = json.loads((repo / "reports/details.json").read_text())
     assert metrics["environment"]["backend"] == "pt2e"
     for variant in ("dynamic", "static", "qat"):
         assert (repo / f"models/int8_{variant}/model.pt2").is_file()
@@ -160,13 +161,13 @@ def test_pt2e_backend_runs_every_variant(repo):
 def test_runtime_backend_runs_the_conversions_again_only(repo, backend):
     """`-S quantize.backend=onnxruntime|openvino` re-runs the conversions and what follows, not training: dynamic and
     static are the runtime's own int8 files, QAT is PyTorch's exported; the metrics keep their keys."""
-    baseline = json.loads((repo / "reports/metrics.json").read_text())
+    baseline = json.loads((repo / "reports/details.json").read_text())
     # the workspace keeps the histogram observer of an earlier test, which ONNX Runtime has no counterpart for
     log = sh("dvc", "exp", "run", "-S", f"quantize.backend={backend}", "-S", "static.observer=minmax", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    conversions = {"dynamic", "static", "qat", "evaluate", "report"}
-    assert conversions <= ran <= conversions | {"layers", "sensitivity"}  # these read static.observer (run-cached)
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    conversions = {"dynamic", "static", "qat", "evaluate", "sensitivity", "report"}
+    assert conversions <= ran <= conversions | {"layers"}  # layers reads static.observer (run-cached)
+    metrics = json.loads((repo / "reports/details.json").read_text())
     assert metrics["environment"]["backend"] == backend
     own_file = {"onnxruntime": "model.onnx", "openvino": "model.xml"}[backend]
     for variant in ("dynamic", "static"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.checkpoints import read_model
 from pipeline.data import load_split
-from pipeline.exchange import onnx_to_openvino
+from pipeline.formats.openvino import onnx_to_openvino
+from pipeline.formats.variants import read_model
 from tests.conftest import png_claiming
 from tests.test_cli import assert_clean_failure, run
 

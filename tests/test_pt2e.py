@@ -7,16 +7,24 @@ import zipfile
 import pytest
 import torch
 
-from pipeline import pt2e
-from pipeline.checkpoints import floor_bytes, read_model, save_variant
+from pipeline.backends import pt2e
+from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
+from pipeline.backends.recipes import StaticRecipe
 from pipeline.data import load_split
-from pipeline.latency import compiled
+from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.variants import read_model
+from pipeline.measure.latency import compiled
+from pipeline.measure.sizes import floor_bytes
 from pipeline.models import CNN, accuracy, predict
-from pipeline.quantize import quantize_static, static_qconfig, use_engine
 from pipeline.training import fit
 from tests.conftest import IDX_INFO, IDX_SHAPE, ROOT
 
-RECIPE = {"method": "static", "backend": "pt2e", "engine": "x86"}
+RECIPE = StaticRecipe("pt2e", "x86", fused=True, observer="minmax", per_channel=True, symmetric_activations=False)
+
+
+def save_variant(graph, arch: dict, folder) -> None:
+    """The pt2e backend's folder of a static int8 graph."""
+    pt2e.Pt2e().save(graph, Fp32Model(graph, arch, folder), RECIPE, folder, IDX_INFO)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +67,9 @@ def test_saved_archive_loads_whole(fp32, data, tmp_path):
     (calibration, _), (images, _) = data
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
-    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static", IDX_INFO)
+    save_variant(graph, info["arch"], tmp_path / "int8_static")
     loaded, settings = read_model(tmp_path / "int8_static", expect="int8")
-    assert settings == {"kind": "int8", "arch": info["arch"], "recipe": RECIPE}
+    assert settings == {"kind": "int8", "arch": info["arch"], "recipe": RECIPE.settings()}
     with torch.inference_mode():
         torch.testing.assert_close(loaded(images), graph(images))
     # Four Linear layers: int8 weights, FP32 per-channel scales and biases; the FP32 weights are gone.
@@ -75,7 +83,7 @@ def test_saving_twice_gives_the_same_bytes_without_the_checkout_path(fp32, data,
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
     for copy in ("a", "b"):
-        save_variant(graph, info["arch"], RECIPE, tmp_path / copy, IDX_INFO)
+        save_variant(graph, info["arch"], tmp_path / copy)
     archive = (tmp_path / "a/model.pt2").read_bytes()
     assert archive == (tmp_path / "b/model.pt2").read_bytes()
     with zipfile.ZipFile(tmp_path / "a/model.pt2") as records:
@@ -88,10 +96,10 @@ def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):
     (calibration, _), _ = data
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
-    save_variant(graph, info["arch"], RECIPE, tmp_path / "int8_static", IDX_INFO)
+    save_variant(graph, info["arch"], tmp_path / "int8_static")
     code = (
         "import sys; from pathlib import Path; import torch._inductor.config as config; "
-        "from pipeline.checkpoints import read_model; read_model(Path(sys.argv[1])); "
+        "from pipeline.formats.variants import read_model; read_model(Path(sys.argv[1])); "
         "print(type(config.pre_grad_custom_pass).__name__)"
     )
     result = subprocess.run(

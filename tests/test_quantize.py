@@ -3,23 +3,30 @@
 import shutil
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 import pipeline
-from pipeline.checkpoints import load_checkpoint, load_model, save_fp32, save_int8, save_variant
+from pipeline.backends.eager.backend import Eager
+from pipeline.backends.eager.modules import (
+    convert_qat,
+    prepare_qat,
+    quantize_dynamic,
+    quantize_static,
+    static_qconfig,
+    use_engine,
+)
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe
 from pipeline.data import load_split
+from pipeline.formats.fp32 import Fp32Model, save_fp32
+from pipeline.formats.torchscript import load_deployable
+from pipeline.formats.variants import load_checkpoint, load_model
+from pipeline.measure.sizes import measure_size
 from pipeline.models import CNN, MLP, accuracy, predict
-from pipeline.params import OnnxRuntimeParams
-from pipeline.quantize import convert_qat, prepare_qat, quantize_dynamic, quantize_static, static_qconfig, use_engine
-from pipeline.runtime_quantize import onnxruntime_dynamic
-from pipeline.stages.evaluate import measure_size
-from pipeline.torchscript import load_deployable
 from pipeline.training import fit
-from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE
+from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, eager_static_recipe, save_eager
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +60,8 @@ def test_file_round_trip_is_exact(trained, data, tmp_path, observer, per_channel
     fp32, arch = load_checkpoint(trained / "models/fp32/model.pt")
     images = data[0][0][:200]
     int8 = static_int8(fp32, images, observer, per_channel)
-    recipe = {"method": "static", "engine": "x86", "fused": True}
-    save_int8(int8, arch, recipe, tmp_path / "int8.pt")
-    assert torch.equal(load_model(tmp_path / "int8.pt")(images), int8(images))
+    save_eager(int8, arch, eager_static_recipe(per_channel, observer), tmp_path / "int8")
+    assert torch.equal(load_model(tmp_path / "int8")(images), int8(images))
 
 
 def test_input_scale_matches_hand_computation(trained, data):
@@ -92,19 +98,16 @@ def test_classic_mlp_file_sizes(tmp_path):
     images = torch.rand(64, 1, 28, 28)
     qat = prepare_qat(model, "x86", per_channel=False)
     qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
-    variants = {"dynamic": quantize_dynamic(model), "static": static_int8(model, images), "qat": convert_qat(qat)}
     save_fp32(model, arch, tmp_path / "fp32", IDX_INFO)
     fp32_size = (tmp_path / "fp32/model.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
-    settings = OnnxRuntimeParams(format="qdq", activation_type="int8", weight_type="int8", reduce_range=False)
-    for name, int8 in variants.items():
-        recipe = {"method": name, "backend": "eager", "engine": "x86", "fused": True}
-        # PyTorch cannot export dynamic int8 to ONNX: its ONNX twin is ONNX Runtime's dynamic int8 of FP32's
-        twin = (
-            partial(onnxruntime_dynamic, tmp_path / "fp32/model.onnx", False, settings) if name == "dynamic" else None
-        )
-        save_variant(int8, arch, recipe, tmp_path / name, IDX_INFO, twin if name == "dynamic" else None)
-        size = measure_size(int8, tmp_path / name)
+    # PyTorch cannot export dynamic int8 to ONNX: its ONNX file is ONNX Runtime's dynamic int8 of FP32's
+    dynamic = DynamicRecipe("eager", "x86", False, "int8", False)
+    Eager().dynamic(Fp32Model(model, arch, tmp_path / "fp32"), dynamic, tmp_path / "dynamic", IDX_INFO)
+    save_eager(static_int8(model, images), arch, eager_static_recipe(), tmp_path / "static")
+    save_eager(convert_qat(qat), arch, QatRecipe("eager", "x86", True, False, 1), tmp_path / "qat")
+    for name in ("dynamic", "static", "qat"):
+        size = measure_size(load_model(tmp_path / name), tmp_path / name)
         assert size["size_bytes"] < 0.31 * fp32_size
         assert 1 < size["deploy_floor_ratio"] <= 1.10, name
         assert 1 < size["files"]["onnx"]["floor_ratio"] <= 1.25, name
@@ -133,7 +136,7 @@ import os, sys, torch
 from pathlib import Path
 import pipeline
 from pipeline.models import MLP
-from pipeline.torchscript import save_deployable
+from pipeline.formats.torchscript import save_deployable
 assert pipeline.__file__.startswith(os.getcwd()), pipeline.__file__
 torch.manual_seed(0)
 save_deployable(MLP([8], [1, 28, 28], 10).eval(), torch.zeros(1, 1, 28, 28), Path(sys.argv[1]))
@@ -166,6 +169,7 @@ def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
     qat = prepare_qat(model, "x86", per_channel=True)
     fit(qat, images, labels, epochs=1, batch_size=64, lr=0.001, seed=0)
     qat = convert_qat(qat)
+    recipes = {"static": eager_static_recipe(), "qat": QatRecipe("eager", "x86", True, True, 1)}
     for name, int8 in {"static": static, "qat": qat}.items():
-        save_int8(int8, arch, {"method": name, "engine": "x86", "fused": True}, tmp_path / f"{name}.pt")
-        assert torch.equal(load_model(tmp_path / f"{name}.pt")(images), int8(images))
+        save_eager(int8, arch, recipes[name], tmp_path / name)
+        assert torch.equal(load_model(tmp_path / name)(images), int8(images))

@@ -4,23 +4,39 @@ for a runtime that is missing or a file that is damaged."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
+from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
+from pipeline.backends.interface import Calibration
+from pipeline.backends.onnxruntime import OnnxRuntime
+from pipeline.backends.openvino import OpenVino
+from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.exchange import export_onnx, onnx_floor_bytes, onnx_to_openvino, openvino_floor_bytes
-from pipeline.fidelity import agreement
+from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.onnx import export_onnx, onnx_floor_bytes
+from pipeline.formats.openvino import onnx_to_openvino
+from pipeline.formats.variants import read_settings
+from pipeline.measure.fidelity import agreement
+from pipeline.measure.sizes import openvino_floor_bytes
 from pipeline.models import architecture, build, example_input
-from pipeline.params import OnnxRuntimeParams, load_params
-from pipeline.quantize import quantize_static, static_qconfig, use_engine
-from pipeline.runtime_quantize import onnxruntime_dynamic, onnxruntime_static, openvino_dynamic, openvino_static
-from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, read_settings, runtime_forms
+from pipeline.params import load_params
+from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, runtime_forms
 from tests.conftest import ROOT
 
 DATA = DataInfo("test", 1, 12, 12, tuple(str(label) for label in range(4)))
-ORT_DEFAULTS = OnnxRuntimeParams(format="qdq", activation_type="int8", weight_type="int8", reduce_range=False)
+ORT_OPTIONS = {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
+ORT_STATIC = StaticRecipe("onnxruntime", "onnxruntime", None, "minmax", True, False, ("features.0",), **ORT_OPTIONS)
+OV_STATIC = StaticRecipe("openvino", "openvino", None, "nncf", True, None, ("features.0",), preset="performance")
+
+
+def fp32_folder(model: torch.nn.Module, arch: dict, folder) -> Fp32Model:
+    """The FP32 model with its ONNX file in `folder`, where the runtimes' quantizers start from."""
+    export_onnx(model, example_input(arch), {}, folder / "model.onnx")
+    return Fp32Model(model, arch, folder)
 
 
 def small_model(name: str) -> tuple[torch.nn.Module, dict]:
@@ -78,7 +94,7 @@ def test_eager_int8_export_predicts_as_pytorch_int8(name, engine, tmp_path):
 
 
 def test_pt2e_int8_export_predicts_as_the_compiled_graph(tmp_path):
-    from pipeline import pt2e
+    from pipeline.backends import pt2e
 
     model, arch = small_model("cnn")
     int8 = pt2e.quantize_static(model, pt2e.static_config("minmax", False), images(), 2)
@@ -91,30 +107,25 @@ def test_pt2e_int8_export_predicts_as_the_compiled_graph(tmp_path):
 
 def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
     model, arch = small_model("cnn")
-    fp32 = tmp_path / "fp32.onnx"
-    export_onnx(model, example_input(arch), {}, fp32)
+    fp32 = fp32_folder(model, arch, tmp_path / "fp32")
     batch = images(1000)
     expected = predictions(model, batch)
-    settings = {"kind": "int8", "arch": arch, "recipe": {"method": "static"}}
-    files = {
-        "ort_dynamic/model.onnx": lambda path: onnxruntime_dynamic(fp32, False, ORT_DEFAULTS, settings, path),
-        "ort_static/model.onnx": lambda path: onnxruntime_static(
-            fp32, images(), 2, True, "minmax", False, ["features.0"], ORT_DEFAULTS, settings, path
-        ),
-        "ov_dynamic/model.xml": lambda path: openvino_dynamic(fp32, "performance", settings, path),
-        "ov_static/model.xml": lambda path: openvino_static(
-            fp32, images(100), "performance", ["features.0"], settings, path
-        ),
+    ort, ov = OnnxRuntime(), OpenVino()
+    ort_dynamic = DynamicRecipe("onnxruntime", "onnxruntime", False, "int8", False)
+    ov_dynamic = DynamicRecipe("openvino", "openvino", True, preset="performance")
+    variants = {
+        "ort_dynamic": (ort_dynamic, lambda folder: ort.dynamic(fp32, ort_dynamic, folder, DATA)),
+        "ort_static": (ORT_STATIC, lambda folder: ort.static(fp32, ORT_STATIC, Calibration(images(), 2), folder, DATA)),
+        "ov_dynamic": (ov_dynamic, lambda folder: ov.dynamic(fp32, ov_dynamic, folder, DATA)),
+        "ov_static": (OV_STATIC, lambda folder: ov.static(fp32, OV_STATIC, Calibration(images(100), 1), folder, DATA)),
     }
-    for file, write in files.items():
-        path = tmp_path / file
-        path.parent.mkdir()
-        write(path)
-        forms, left_out = runtime_forms(path.parent, 1)
+    for name, (recipe, make) in variants.items():
+        make(tmp_path / name)
+        forms, left_out = runtime_forms(tmp_path / name, 1)
         assert forms and not left_out
         for runtime, run in forms.items():
-            assert agreement(predictions(run, batch), expected) >= 0.9, (file, runtime)
-        assert read_settings(path.parent) == settings
+            assert agreement(predictions(run, batch), expected) >= 0.9, (name, runtime)
+        assert read_settings(tmp_path / name) == {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
     # a layer kept in FP32 is left unquantized: its Conv nodes take float weights
     import onnx
 
@@ -123,7 +134,7 @@ def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
     convs = {node.name: node.input[1] in quantized_inputs for node in graph.node if node.op_type == "Conv"}
     assert convs and not any(quantized for name, quantized in convs.items() if name.startswith("/features.0/"))
     assert any(convs.values()) or len(convs) == 1
-    assert openvino_floor_bytes(tmp_path / "ov_dynamic/model.xml") < onnx_floor_bytes(fp32) / 2
+    assert openvino_floor_bytes(tmp_path / "ov_dynamic/model.xml") < onnx_floor_bytes(fp32.onnx_file) / 2
 
 
 def test_openvino_file_round_trip(tmp_path):
@@ -209,9 +220,10 @@ def test_a_missing_runtime_is_one_line(runtime, tmp_path):
 def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_path):
     """Where ONNX Runtime is not installed, evaluation still times PyTorch and OpenVINO, and records why ONNX
     Runtime is missing from the table."""
-    metrics = tmp_path / "metrics.json"
+    metrics = tmp_path / "details.json"
+    options = ["--metrics", str(tmp_path / "metrics.json"), "--details", str(metrics), "--plots", str(tmp_path / "p")]
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "evaluate", "--metrics", str(metrics), "--plots", str(tmp_path / "plots")],
+        [sys.executable, "-m", "pipeline", "evaluate", *options],
         capture_output=True,
         text=True,
         cwd=trained,
@@ -227,13 +239,9 @@ def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_
 
 def test_a_layer_the_graph_lacks_is_named_with_the_layers_it_has(tmp_path):
     model, arch = small_model("cnn")
-    export_onnx(model, example_input(arch), {}, tmp_path / "fp32.onnx")
-    for quantize in (
-        lambda: onnxruntime_static(
-            tmp_path / "fp32.onnx", images(), 2, False, "minmax", False, ["nope"], ORT_DEFAULTS, {}, tmp_path / "o"
-        ),
-        lambda: openvino_static(tmp_path / "fp32.onnx", images(8), "performance", ["nope"], {}, tmp_path / "v.xml"),
-    ):
-        with pytest.raises(PipelineError, match=r"fp32\.onnx belongs to 'nope' \(layers: \[.*'features\.0'"):
-            quantize()
-    assert not (tmp_path / "o").exists() and not (tmp_path / "v.xml").exists()
+    fp32 = fp32_folder(model, arch, tmp_path / "fp32")
+    calibration = Calibration(images(8), 1)
+    for backend, recipe, folder in ((OnnxRuntime(), ORT_STATIC, "o"), (OpenVino(), OV_STATIC, "v")):
+        with pytest.raises(PipelineError, match=r"fp32/model\.onnx belongs to 'nope' \(layers: \[.*'features\.0'"):
+            backend.static(fp32, replace(recipe, skip_layers=("nope",)), calibration, tmp_path / folder, DATA)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "v").exists()

@@ -2,21 +2,24 @@
 
 import copy
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline.artifacts import load_json
-from pipeline.checkpoints import load_model, save_int8
+from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
+from pipeline.backends.interface import Calibration
+from pipeline.backends.registry import backend_named, conversion_recipe
 from pipeline.data import load_split
 from pipeline.errors import PipelineError
-from pipeline.mixed_precision import fewest_float_layers, static_recipe
+from pipeline.formats.variants import load_model
+from pipeline.mixed_precision import fewest_float_layers
 from pipeline.models import accuracy
 from pipeline.params import Params
-from pipeline.quantize import quantize_static, static_qconfig, use_engine
 from pipeline.stages.sensitivity import layer_sensitivity
-from tests.conftest import IDX_ARCH, tiny_params, write_params
+from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, write_params
 from tests.test_cli import run
 
 
@@ -40,7 +43,8 @@ def recipe(fragile, backend="eager"):
     """params.yaml's static recipe (minmax, per tensor, fused, x86, 2 batches) on the fragile model."""
     model, _, (images, _) = fragile
     params = Params(**tiny_params(Path("unused"), **{"quantize.backend": backend}))
-    return static_recipe(model, params, images)
+    calibration = Calibration(images, params.calibration.batches)
+    return backend_named(backend).conversion(model, conversion_recipe(params), calibration)
 
 
 def test_exactly_the_fragile_layer_is_kept_in_fp32(fragile):
@@ -79,13 +83,8 @@ def test_mixed_model_file_loads_back_exactly(fragile, tmp_path):
     model, qconfig, (images, _) = fragile
     mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=["layers.2"])
     arch = {"name": "mlp", "hidden": [50, 80, 30], **IDX_ARCH}
-    save_int8(
-        mixed,
-        arch,
-        {"method": "static", "engine": "x86", "fused": True, "skip_layers": ["layers.2"]},
-        tmp_path / "m.pt",
-    )
-    assert torch.equal(load_model(tmp_path / "m.pt")(images), mixed(images))
+    save_eager(mixed, arch, replace(eager_static_recipe(), skip_layers=("layers.2",)), tmp_path / "m")
+    assert torch.equal(load_model(tmp_path / "m")(images), mixed(images))
 
 
 def test_unknown_layer_lists_the_allowed_ones(fragile):
@@ -102,7 +101,7 @@ def test_stages_record_the_float_layers(trained, tmp_path, monkeypatch):
     write_params(work / "params.yaml", tiny_params(tmp_path, **{"static.skip_layers": ["layers.0"]}))
     for stage in ("static", "sensitivity", "evaluate"):
         assert run(stage).exit_code == 0, stage
-    metrics = load_json(work / "reports/metrics.json")
+    metrics = load_json(work / "reports/details.json")
     assert metrics["static"]["float_layers"] == {"count": 1, "names": "layers.0"}
     assert {row["layer"] for row in load_json(work / "reports/plots/sensitivity.json")} == {
         "layers.0",

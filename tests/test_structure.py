@@ -80,10 +80,12 @@ def test_a_dep_the_code_does_not_import_is_named(tmp_path):
         (ROOT / "dvc.yaml")
         .read_text()
         .replace(
-            "      - pipeline/stages/report.py\n", "      - pipeline/stages/report.py\n      - pipeline/pt2e.py\n", 1
+            "      - pipeline/stages/report.py\n",
+            "      - pipeline/stages/report.py\n      - pipeline/backends/pt2e.py\n",
+            1,
         )
     )
-    assert dependency_problems(tmp_path) == ["stage 'report': lists pipeline/pt2e.py but does not import it"]
+    assert dependency_problems(tmp_path) == ["stage 'report': lists pipeline/backends/pt2e.py but does not import it"]
 
 
 def test_stages_stand_on_the_library_never_on_each_other():
@@ -103,3 +105,49 @@ def test_package_inits_hold_no_code():
     for init in (ROOT / PACKAGE).rglob("__init__.py"):
         body = ast.parse(init.read_text()).body
         assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body), init
+
+
+BACKEND_NAMES = {"eager", "pt2e", "onnxruntime", "openvino"}
+MODEL_SUFFIXES = {".pt", ".pt2", ".ts", ".onnx", ".xml", ".bin"}
+# Only the backends know their names, and only the file formats their suffixes (`pipeline.formats.files`).
+KNOWING = (Path(PACKAGE, "backends"), Path(PACKAGE, "formats"))
+
+
+def strings_in(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(strings_in(element) for element in node.elts))
+    return set()
+
+
+def name_comparisons(root: Path) -> list[str]:
+    """Each comparison (==, !=, in, match) of a value with a backend's name or a model file's suffix outside the
+    backends and the file formats, as `path:line: code`."""
+    found = []
+    for path in modules(root):
+        if any(path.is_relative_to(folder) for folder in KNOWING):
+            continue
+        for node in ast.walk(ast.parse((root / path).read_text())):
+            if isinstance(node, ast.Compare):
+                compared = set().union(*(strings_in(part) for part in (node.left, *node.comparators)))
+            elif isinstance(node, ast.MatchValue):
+                compared = strings_in(node.value)
+            else:
+                continue
+            if compared & (BACKEND_NAMES | MODEL_SUFFIXES):
+                found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_backend_names_and_file_suffixes_are_compared_only_where_they_are_defined():
+    """A stage asks the backend (`pipeline.backends.registry`) or the file (`pipeline.formats.files`) instead, so that
+    a new backend or format is a new module, not a new branch in every stage."""
+    assert name_comparisons(ROOT) == []
+
+
+def test_a_comparison_of_a_backend_name_is_found(tmp_path):
+    shutil.copytree(ROOT / PACKAGE, tmp_path / PACKAGE)
+    with open(tmp_path / STAGES / "static.py", "a") as module:
+        module.write('\nCOMPILED = "pt2e" == "pt2e"  # noqa\n')
+    assert [line.split(": ", 1)[1] for line in name_comparisons(tmp_path)] == ["'pt2e' == 'pt2e'"]

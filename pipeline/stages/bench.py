@@ -1,9 +1,11 @@
 """`python -m pipeline bench`: int8 against FP32 speed, per architecture, backend and runtime, in one run.
 
 Speed does not depend on what the weights are, so each architecture of params.yaml is built fresh (seeded) and
-calibrated on random images: the bench needs no trained model. Every model is timed in every form on every
-installed runtime, as evaluation times it (PyTorch: eager, TorchScript, TorchScript optimized, torch.compile;
-its ONNX file on ONNX Runtime and OpenVINO; OpenVINO's own file), all the forms of one architecture taking turns.
+calibrated on random images: the bench needs no trained model. Each backend of the registry makes its dynamic and
+static int8 with the recipes params.yaml asks for, as the stages do, and every model is loaded from its folder and
+timed in every form on every installed runtime, as evaluation loads and times it (PyTorch: eager, TorchScript,
+TorchScript optimized, torch.compile; its ONNX file on ONNX Runtime and OpenVINO; OpenVINO's own file), all the
+forms of one architecture taking turns.
 Each row's int8 columns give the fastest form of that backend's variant, on the runtimes of the row; the FP32
 column is always the fastest FP32 on any runtime, the one a user could deploy instead. Not a DVC stage: its
 figures belong to the machine and the moment, and are printed, not cached.
@@ -11,22 +13,25 @@ figures belong to the machine and the moment, and are printed, not cached.
 
 import itertools
 import tempfile
-from functools import partial
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import typer
-from torch import nn
 
+from pipeline.artifacts import save_text
+from pipeline.backends.interface import Calibration
+from pipeline.backends.registry import BACKENDS, planned
 from pipeline.data import DataInfo
-from pipeline.exchange import export_onnx
-from pipeline.latency import best_of, compiled, time_models, unsaved_forms
-from pipeline.models import architecture, build, example_input
+from pipeline.errors import PipelineError
+from pipeline.formats.fp32 import read_fp32, save_fp32
+from pipeline.measure.latency import best_of, cpu_info, cpu_model, time_models
+from pipeline.measure.variants import load_variant
+from pipeline.models import architecture, build
+from pipeline.optional import missing
 from pipeline.params import PARAMS_FILE, Params, ParamsOption, load_params
-from pipeline.quantize import has_eager_twin, quantize_dynamic, quantize_static, static_qconfig, use_engine
-from pipeline.runtime_quantize import onnxruntime_dynamic, onnxruntime_static, openvino_dynamic, openvino_static
-from pipeline.runtimes import ONNX_FILE, OPENVINO_FILE, RUNTIMES, missing, runtime_forms
+from pipeline.runtimes import RUNTIMES
 
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
@@ -40,59 +45,35 @@ def cell(entry: dict) -> str:
     return f"{entry['median_ms']:.3f} {entry['form']}"
 
 
-def int8_variants(fp32: nn.Module, images: torch.Tensor, engines: list[str], pt2e: bool, per_channel: bool):
-    """(backend label, {"dynamic": model, "static": model}, is_exported) for each eager engine (models with an
-    eager int8 twin), then pt2e."""
-    for engine in engines if has_eager_twin(fp32) else ():
-        use_engine(engine)
-        static = quantize_static(fp32, static_qconfig("minmax", per_channel, engine), images, 4, fused=True)
-        yield f"eager {engine}", {"dynamic": quantize_dynamic(fp32, per_channel), "static": static}, False
-    if pt2e:
-        from pipeline import pt2e as torchao_flow
-
-        static = torchao_flow.quantize_static(fp32, torchao_flow.static_config("minmax", False), images, 4)
-        yield "pt2e", {"dynamic": torchao_flow.quantize_dynamic(fp32, INPUT_SHAPE), "static": static}, True
+def setups(params: Params, engines: list[str], backends: list[str]) -> dict[str, Params]:
+    """params.yaml once per backend to bench, and once per engine for a backend whose kernels depend on it (eager):
+    {label: params}."""
+    found = {}
+    for name in backends:
+        per_engine = BACKENDS[name]().uses_engine
+        for engine in engines if per_engine else [params.quantize.engine]:
+            quantize = params.quantize.model_copy(update={"backend": name, "engine": engine})
+            found[f"{name} {engine}" if per_engine else name] = params.model_copy(update={"quantize": quantize})
+    return found
 
 
-def pytorch_forms(
-    model: nn.Module, kind: str, arch: dict, exported: bool, folder: Path, threads: int, ort_dynamic=None
-) -> dict:
-    """A PyTorch model's forms, and its ONNX file's on the runtimes installed (`folder` receives the file;
-    `ort_dynamic` writes it where PyTorch cannot export the model: dynamic int8)."""
-    folder.mkdir()
-    forms = {"compiled": compiled(model)} if exported else unsaved_forms(model, kind, example_input(arch))
-    if ort_dynamic is None:
-        export_onnx(model, example_input(arch), {}, folder / ONNX_FILE)
-    else:
-        ort_dynamic({}, folder / ONNX_FILE)
-    return {**forms, **runtime_forms(folder, threads)[0]}
-
-
-def runtime_variants(fp32_onnx: Path, images: torch.Tensor, params: Params, workdir: Path):
-    """(backend, {"dynamic": forms, "static": forms}) for each installed runtime, by its own quantizer."""
-    ort, ov, per_channel = params.onnxruntime, params.openvino.preset, params.quantize.per_channel
-    makers = {
-        "onnxruntime": (
-            ONNX_FILE,
-            lambda path: onnxruntime_dynamic(fp32_onnx, per_channel, ort, {}, path),
-            lambda path: onnxruntime_static(fp32_onnx, images, 4, per_channel, "minmax", False, [], ort, {}, path),
-        ),
-        "openvino": (
-            OPENVINO_FILE,
-            lambda path: openvino_dynamic(fp32_onnx, ov, {}, path),
-            lambda path: openvino_static(fp32_onnx, images, ov, [], {}, path),
-        ),
-    }
-    for backend, (file_name, dynamic, static) in makers.items():
-        if missing(backend) or (backend == "openvino" and missing("nncf")):
+def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibration) -> dict[str, Path]:
+    """The dynamic and static int8 folders one backend makes of the FP32 model in `workdir / "fp32"`, as the
+    stages make them; a method it cannot do is left out, with the reason printed."""
+    fp32, folders = read_fp32(workdir / "fp32"), {}
+    for method in ("dynamic", "static"):
+        folder = workdir / f"{label}_{method}".replace(" ", "_")
+        try:
+            backend, recipe = planned(setup, method)
+            if method == "dynamic":
+                backend.dynamic(fp32, recipe, folder, IDX_DATA)
+            else:
+                backend.static(fp32, recipe, calibration, folder, IDX_DATA)
+        except PipelineError as error:
+            typer.echo(f"{fp32.arch['name']} {label} {method}: left out ({error})", err=True)
             continue
-        forms = {}
-        for method, make in (("dynamic", dynamic), ("static", static)):
-            folder = workdir / f"{backend}_{method}"
-            folder.mkdir()
-            make(folder / file_name)
-            forms[method] = runtime_forms(folder, params.evaluate.threads)[0]
-        yield backend, forms
+        folders[method] = folder
+    return folders
 
 
 def on_runtime(forms: dict, runtime: str) -> dict:
@@ -103,36 +84,49 @@ def on_runtime(forms: dict, runtime: str) -> dict:
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     engines: list[str] = typer.Option(list(ENGINES), "--engine", help="quantized engines of the eager backend"),
-    pt2e: bool = typer.Option(True, help="also the pt2e backend (torchao, compiled by torch.compile)"),
+    backends: list[str] = typer.Option(list(BACKENDS), "--backend", help="backends to compare (quantize.backend)"),
     archs: list[str] = typer.Option(
         ["mlp", "cnn"], "--arch", help="train.arch values to compare: mlp, cnn, resnet18, ..."
     ),
     repeats: int = typer.Option(
         100, min=3, help="timed calls per form and batch size (evaluate.max_seconds caps them)"
     ),
+    markdown: Path | None = typer.Option(None, "--markdown", help="also write the tables to this Markdown file"),
 ) -> None:
     """Print the fastest FP32 against the fastest int8 per architecture, backend and runtime."""
     params = load_params(params_file)
     timing = params.evaluate.model_copy(update={"repeats": repeats})
-    unknown = sorted(set(engines) - set(torch.backends.quantized.supported_engines))
-    if unknown:
-        raise typer.BadParameter(
-            f"{unknown} not supported here; choose from {torch.backends.quantized.supported_engines}"
-        )
+    for asked, known in ((engines, torch.backends.quantized.supported_engines), (backends, list(BACKENDS))):
+        if set(asked) - set(known):
+            raise typer.BadParameter(f"{sorted(set(asked) - set(known))} not supported here; choose from {known}")
     torch.set_num_threads(params.evaluate.threads)
     images = torch.rand(max(timing.batch_sizes), *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
     runtimes = ", ".join(f"{name} {'not installed' if missing(name) else version(name)}" for name in RUNTIMES)
-    typer.echo(f"threads {params.evaluate.threads}, torch {torch.__version__}, {runtimes}")
+    machine = f"{cpu_model(cpu_info())}, {params.evaluate.threads} thread(s), torch {torch.__version__}, {runtimes}"
+    typer.echo(machine)
     typer.echo("median ms and fastest form per batch; fp32: the fastest on any runtime\n")
+    fp32_lines, lines = bench_tables(params, archs, engines, backends, timing, images)
+    tables = "\n".join(fp32_lines) + "\n\n" + "\n".join(lines)
+    typer.echo("\n" + tables)
+    if markdown is not None:
+        title = f"# `make bench`, {date.today()}\n\nMeasured on {machine}: median ms and the fastest form per batch."
+        save_text(f"{title}\n\nFP32 on each runtime:\n\n{tables}\n", markdown)
+
+
+def bench_tables(params: Params, archs: list[str], engines, backends, timing, images: torch.Tensor):
+    """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own."""
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
     fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
     lines, fp32_lines = [table_row(header), table_rule(header)], [table_row(fp32_header), table_rule(fp32_header)]
     for name in archs:
+        arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
         with tempfile.TemporaryDirectory() as workdir:
-            rows, fp32_rows = bench_arch(name, params, timing, images, engines, pt2e, Path(workdir))
+            rows, fp32_rows = bench_arch(
+                arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir)
+            )
         lines += rows
         fp32_lines += fp32_rows
-    typer.echo("\n" + "\n".join(fp32_lines) + "\n\n" + "\n".join(lines))
+    return fp32_lines, lines
 
 
 def table_row(cells: list[str]) -> str:
@@ -143,26 +137,18 @@ def table_rule(cells: list[str]) -> str:
     return "|" + "---|" * len(cells)
 
 
-def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines, pt2e: bool, workdir: Path):
+def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path):
     """The table rows of one architecture: every backend on every runtime, and FP32 on each runtime, all its forms
     timed together."""
-    arch = architecture(params.train.model_copy(update={"arch": name}), IDX_DATA)
+    arch = architecture(params.train, IDX_DATA)
     torch.manual_seed(params.seed)
-    fp32 = build(arch).eval()
+    save_fp32(build(arch).eval(), arch, workdir / "fp32", IDX_DATA)
     threads = params.evaluate.threads
-    forms = {"fp32": pytorch_forms(fp32, "fp32", arch, False, workdir / "fp32", threads)}
-    per_channel = params.quantize.per_channel
-    ort_dynamic = partial(onnxruntime_dynamic, workdir / "fp32" / ONNX_FILE, per_channel, params.onnxruntime)
-    backends = []
-    for backend, variants, exported in int8_variants(fp32, images, engines, pt2e, per_channel):
-        backends.append(backend)
-        for method, model in variants.items():  # eager int8 weights stay packed for the engine they were made on
-            folder = workdir / f"{backend}_{method}".replace(" ", "_")
-            dynamic_twin = ort_dynamic if method == "dynamic" else None
-            forms[backend, method] = pytorch_forms(model, "int8", arch, exported, folder, threads, dynamic_twin)
-    for backend, variants in runtime_variants(workdir / "fp32" / ONNX_FILE, images, params, workdir):
-        backends.append(backend)
-        forms |= {(backend, method): found for method, found in variants.items()}
+    forms = {"fp32": load_variant(workdir / "fp32", threads).forms}
+    calibration = Calibration(images, params.calibration.batches)
+    for label, setup in setups.items():
+        for method, folder in int8_folders(setup, label, workdir, calibration).items():
+            forms[label, method] = load_variant(folder, threads).forms
     timed = time_models(forms, images, timing)
     fastest_fp32 = best_of(timed["fp32"])
     fp32_rows = []
@@ -171,8 +157,8 @@ def bench_arch(name: str, params: Params, timing, images: torch.Tensor, engines,
         cells = [cell(best_of(found)[key]) if found else "not installed" for found in on]
         fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *cells]))
     rows = []
-    for backend, runtime in itertools.product(backends, EVERY_RUNTIME):
-        on = {method: on_runtime(timed[backend, method], runtime) for method in ("dynamic", "static")}
+    for backend, runtime in itertools.product(setups, EVERY_RUNTIME):
+        on = {method: on_runtime(timed.get((backend, method), {}), runtime) for method in ("dynamic", "static")}
         if not any(on.values()):
             continue
         for key, fp32_best in fastest_fp32.items():

@@ -15,15 +15,16 @@ import torch
 import typer
 
 from pipeline.artifacts import first_line
-from pipeline.checkpoints import deployable_path, read_exported
-from pipeline.contract import contract_path, read_contract
+from pipeline.backends.eager.modules import use_engine
 from pipeline.data import DataInfo, model_inputs
 from pipeline.errors import PipelineError
+from pipeline.formats.contract import contract_path, read_contract
+from pipeline.formats.files import deployable_path, is_exported, runtime_of
+from pipeline.formats.torchscript import load_deployable
+from pipeline.formats.variants import read_model
 from pipeline.images import IMAGE_SUFFIXES, read_image
-from pipeline.latency import compiled
-from pipeline.quantize import use_engine
-from pipeline.runtimes import onnxruntime_runnable, openvino_runnable
-from pipeline.torchscript import load_deployable
+from pipeline.measure.latency import compiled
+from pipeline.runtimes import MAKERS
 
 BATCH = 256
 
@@ -44,12 +45,12 @@ def image_paths(targets: list[Path]) -> list[Path]:
 
 
 def load_runnable(deployable: Path, engine: str | None):
-    if deployable.suffix == ".onnx":
-        return onnxruntime_runnable(deployable, torch.get_num_threads())
-    if deployable.suffix == ".xml":
-        return openvino_runnable(deployable, torch.get_num_threads())
-    if deployable.suffix == ".pt2":
-        return compiled(read_exported(deployable)[0])
+    """What runs the deployable file: its runtime, torch.compile for a torch.export archive, else TorchScript."""
+    runtime = runtime_of(deployable)
+    if runtime is not None:
+        return MAKERS[runtime](deployable, torch.get_num_threads())
+    if is_exported(deployable):
+        return compiled(read_model(deployable)[0])
     if engine is not None:
         use_engine(engine)  # eager int8 weights are packed for this engine's kernels
     return load_deployable(deployable)

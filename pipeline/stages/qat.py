@@ -8,13 +8,11 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline import quantize
-from pipeline.checkpoints import load_fp32, save_variant
+from pipeline.backends.registry import planned
 from pipeline.data import load_split, read_info
+from pipeline.formats.fp32 import read_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
-from pipeline.quantize import use_engine
-from pipeline.runtimes import require_backend
 from pipeline.training import fit
 
 
@@ -26,29 +24,19 @@ def command(
 ) -> None:
     """Fine-tune the FP32 model with fake quantization, then convert it to int8."""
     params = load_params(params_file)
-    require_backend(params.quantize.backend)
-    engine, backend = params.engine, params.quantize.backend
-    model, arch = load_fp32(model_file)
+    backend, recipe = planned(params, "qat")
+    fp32 = read_fp32(model_file)
     images, labels = load_split(data_dir / "train.pt")
-    use_engine(engine)
     torch.set_num_threads(params.train.threads)
-    settings = params.qat
-    if backend == "pt2e":
-        from pipeline import pt2e as flow  # torchao takes seconds to import: only where it is used
-
-        prepared = flow.prepare_qat(model, arch["input"])
-        per_channel = True  # as for static: Inductor lowers only per-channel weights to int8 kernels
-    else:
-        flow = quantize
-        per_channel = params.quantize.per_channel
-        prepared = flow.prepare_qat(model, engine, per_channel)
+    prepared = backend.prepare_qat(fp32, recipe)
 
     def freeze_when_due(epoch: int) -> None:
-        if epoch == settings.freeze_after:
-            flow.freeze_qat(prepared)
+        if epoch == recipe.freeze_after:
+            backend.freeze_qat(prepared)
             typer.echo(f"observers and BN statistics frozen after epoch {epoch}")
 
     # No test split here: evaluating would also feed the fake-quant observers, which stay on in eval mode.
+    settings = params.qat
     fit(
         prepared,
         images,
@@ -60,12 +48,4 @@ def command(
         schedule=settings.lr_schedule,
         after_epoch=freeze_when_due,
     )
-    recipe = {
-        "method": "qat",
-        "backend": backend,
-        "engine": engine,
-        "fused": True,
-        "per_channel": per_channel,
-        "freeze_after": settings.freeze_after,
-    }
-    save_variant(flow.convert_qat(prepared), arch, recipe, out, read_info(data_dir))
+    backend.save_qat(prepared, fp32, recipe, out, read_info(data_dir))

@@ -1,4 +1,4 @@
-"""Stage `report`: PNG figures and reports/summary.md from the metrics and plot data.
+"""Stage `report`: PNG figures and reports/summary.md from evaluation's details and the plot data.
 
 python -m pipeline report
 """
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.artifacts import load_json, save_text
-from pipeline.paths import METRICS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
+from pipeline.paths import DETAILS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
 
 FIGURES_DIR = Path("reports/figures")
 SUMMARY_FILE = Path("reports/summary.md")
@@ -55,12 +55,7 @@ def summary_markdown(metrics: dict) -> str:
     lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
-    backend = {
-        "eager": "eager (torch.ao)",
-        "pt2e": f"pt2e (torchao {env['torchao']})",
-        "onnxruntime": f"onnxruntime (ONNX Runtime {env.get('onnxruntime')}'s quantizer)",
-        "openvino": f"openvino (NNCF {env.get('nncf')})",
-    }[env["backend"]]
+    backend = env.get("backend_label", env["backend"])
     runtimes = ", ".join(f"{name} {env.get(name, 'not recorded')}" for name in ("onnxruntime", "openvino"))
     machine = (
         f"int8 backend {backend}. "
@@ -83,7 +78,7 @@ def fusion_line(metrics: dict) -> str:
 
 
 def command(
-    metrics_file: Path = typer.Option(METRICS_FILE, "--metrics", help="metrics JSON written by evaluate"),
+    details_file: Path = typer.Option(DETAILS_FILE, "--details", help="every measurement, written by evaluate"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder holding the plot data"),
     history_file: Path = typer.Option(TRAINING_HISTORY, "--history", help="training history JSON"),
     figures_dir: Path = typer.Option(FIGURES_DIR, "--figures", help="folder for the PNG figures"),
@@ -92,7 +87,7 @@ def command(
     """Draw the figures and write the summary table."""
     from pipeline import plots  # matplotlib: only this stage pays for the import
 
-    metrics = load_json(metrics_file)
+    metrics = load_json(details_file)
     plots.plot_training(load_json(history_file), figures_dir / "training.png")
     plots.plot_accuracy_vs_size(load_json(plots_dir / "variants.json"), figures_dir / "accuracy_vs_size.png")
     plots.plot_latency(load_json(plots_dir / "latency.json"), figures_dir / "latency.png")

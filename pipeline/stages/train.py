@@ -9,8 +9,8 @@ import torch
 import typer
 
 from pipeline.artifacts import save_json
-from pipeline.checkpoints import save_fp32
 from pipeline.data import load_split, read_info
+from pipeline.formats.fp32 import save_fp32
 from pipeline.models import accuracy, architecture, build
 from pipeline.own_model import adopt
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params

@@ -1,4 +1,4 @@
-"""A PyTorch model as an ONNX file, and an ONNX file as OpenVINO's own: the files the runtimes deploy.
+"""A PyTorch model as an ONNX file: the file ONNX Runtime and OpenVINO deploy.
 
 Which exporter works depends on the model, as measured with torch 2.14:
 - an eager module, FP32 or int8 (torch.ao's static and QAT modules): the TorchScript exporter
@@ -7,7 +7,8 @@ Which exporter works depends on the model, as measured with torch 2.14:
 - a graph (pt2e int8, or an FP32 model you exported): the dynamo exporter, which writes torchao's
   quantize/dequantize ops as the same QDQ pairs.
 - dynamic int8, in either backend: no exporter writes `quantized::linear_dynamic` or torchao's dynamic ops, so
-  its ONNX twin is ONNX Runtime's own dynamic quantization of the FP32 graph (`pipeline.runtime_quantize`).
+  its ONNX twin is ONNX Runtime's own dynamic quantization of the FP32 graph
+  (`pipeline.backends.onnxruntime_quantizer`).
 Every file carries the kind, arch and recipe of the model it holds (ONNX metadata, OpenVINO rt_info), as model.pt
 does, so that a folder holding only a runtime's files still says what it is.
 """
@@ -21,7 +22,8 @@ from torch import nn
 
 from pipeline.artifacts import atomic_path, first_line
 from pipeline.errors import PipelineError
-from pipeline.runtimes import SETTINGS_KEY, read_openvino, require
+from pipeline.formats.files import SETTINGS_KEY
+from pipeline.optional import require
 
 INPUT, OUTPUT = "images", "logits"
 OPSET = 17  # the TorchScript exporter's newest; ONNX Runtime 1.32 and OpenVINO 2026.4 read it
@@ -67,23 +69,8 @@ def label_onnx(path: Path, settings: dict) -> None:
     onnx.save(graph, str(path))
 
 
-def save_openvino(model, settings: dict, path: Path) -> None:
-    """Write an OpenVINO model as `path` (.xml) and its weights beside it (.bin), `settings` in its rt_info, into
-    a variant's temporary folder (`pipeline.artifacts.atomic_dir`): OpenVINO names the .bin after the .xml, so the
-    pair is made whole by the folder. Weights are kept at their own widths: OpenVINO would otherwise store FP32
-    weights as float16."""
-    ov = require("openvino")
-    model.set_rt_info(json.dumps(settings), [SETTINGS_KEY])
-    ov.save_model(model, str(path), compress_to_fp16=False)
-
-
-def onnx_to_openvino(onnx_file: Path, settings: dict, path: Path) -> None:
-    """OpenVINO's own format of an ONNX file, e.g. a QDQ graph, whose pairs OpenVINO folds into int8 ops."""
-    save_openvino(read_openvino(onnx_file), settings, path)
-
-
 def onnx_floor_bytes(path: Path) -> int:
-    """The least an ONNX file could hold, counted as for PyTorch files (`pipeline.checkpoints.floor_bytes`): each
+    """The least an ONNX file could hold, counted as for PyTorch files (`pipeline.measure.sizes.floor_bytes`): each
     stored tensor at its own width, leaving out 64-bit integers (shapes, axes, indices). int32 tensors count: they
     are the biases of quantized layers, which PyTorch keeps in float32."""
     onnx = require("onnx")
@@ -92,13 +79,32 @@ def onnx_floor_bytes(path: Path) -> int:
     return sum(tensor_bytes(onnx.numpy_helper.to_array(tensor)) for tensor in tensors)
 
 
-def openvino_floor_bytes(path: Path) -> int:
-    """As `onnx_floor_bytes`, for the constants of an OpenVINO model."""
-    model = read_openvino(path)
-    return sum(tensor_bytes(op.get_data()) for op in model.get_ops() if op.get_type_name() == "Constant")
-
-
 def tensor_bytes(array) -> int:
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         return 0
     return array.size * array.dtype.itemsize
+
+
+def onnx_settings(path: Path) -> str | None:
+    """The settings an ONNX file carries in its metadata (None: not a file this pipeline wrote)."""
+    onnx = require("onnx")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises DecodeError from protobuf for a damaged file
+        raise PipelineError(f"{path}: not a readable ONNX file ({first_line(error)})") from None
+    return {entry.key: entry.value for entry in graph.metadata_props}.get(SETTINGS_KEY)
+
+
+def onnx_nodes(graph_file: Path, layers: list[str], source: Path) -> list[str]:
+    """The ONNX nodes of `graph_file` (prepared from `source`) that make up the PyTorch layers named, e.g.
+    `features.0` -> /features/features.0/Conv, which is how the exporter names them."""
+    onnx = require("onnx")
+    names = [node.name for node in onnx.load(str(graph_file)).graph.node]
+    nodes = []
+    for layer in layers:
+        found = [name for name in names if layer in name.split("/")[:-1]]
+        if not found:
+            scopes = sorted({scope for name in names for scope in name.split("/")[1:-1]})
+            raise PipelineError(f"static.skip_layers: no node of {source} belongs to '{layer}' (layers: {scopes})")
+        nodes += found
+    return nodes

@@ -1,14 +1,17 @@
-"""The torchao backend (`quantize.backend: pt2e`): int8 on torch.export graphs, run through torch.compile.
+"""The pt2e backend (`quantize.backend: pt2e`): int8 on torch.export graphs, run through torch.compile.
 
-This is the successor of the eager torch.ao flow in quantize.py. The FP32 model is exported to an ATen graph,
-X86InductorQuantizer marks what to quantize, observers (or fake quantizers, for QAT) are inserted into the
-graph, and conversion leaves quantize/dequantize pairs around FP32 ops. Inductor (torch.compile) then fuses each
-pair with its op into an int8 kernel. Dynamic quantization uses torchao's `quantize_`, which swaps each Linear
-weight for an int8 tensor subclass. Every result is saved as a torch.export archive: one graph with its int8
+This is the successor of the eager torch.ao flow (`pipeline.backends.eager`). The FP32 model is exported to an
+ATen graph, X86InductorQuantizer marks what to quantize, observers (or fake quantizers, for QAT) are inserted
+into the graph, and conversion leaves quantize/dequantize pairs around FP32 ops. Inductor (torch.compile) then
+fuses each pair with its op into an int8 kernel. Dynamic quantization uses torchao's `quantize_`, which swaps each
+Linear weight for an int8 tensor subclass. Every result is saved as a torch.export archive: one graph with its int8
 weights, loadable with `torch.export.load` without this code.
 """
 
 import copy
+from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,8 +32,16 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     get_default_x86_inductor_quantization_config,
 )
 
+from pipeline.backends.eager.modules import calibrate
+from pipeline.backends.interface import Backend, Calibration
+from pipeline.backends.onnxruntime_quantizer import dynamic_twin
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
+from pipeline.data import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.quantize import calibrate
+from pipeline.formats.archives import write_archive
+from pipeline.formats.files import EXPORTED_FILE, ONNX_FILE
+from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.variants import int8_settings, onnx_writer, save_variant
 
 ACTIVATION_OBSERVERS = {
     "minmax": MinMaxObserver,
@@ -162,3 +173,72 @@ def quantize_dynamic(model: nn.Module, input_shape: list[int]) -> nn.Module:
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model
+
+
+class Pt2eConversion:
+    """A static recipe through torchao on the exported graph. Its int8 graphs are scored as they are,
+    quantize/dequantize pairs computed in FP32: the int8 arithmetic of the compiled kernels, without the compile
+    that each of dozens of variants would otherwise pay."""
+
+    def __init__(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration):
+        self.model, self.images, self.batches = model, calibration.images, calibration.batches
+        self.config = static_config(recipe.observer, recipe.symmetric_activations)
+
+    def layers(self) -> list[str]:
+        return quantizable_layers(self.model)
+
+    def with_float(self, kept: list[str]) -> nn.Module:
+        return quantize_static(self.model, self.config, self.images, self.batches, kept)
+
+    def only_int8(self, name: str) -> nn.Module:
+        return quantize_only(self.model, name, self.config, self.images, self.batches)
+
+    def noise(self, names: list[str], images: torch.Tensor) -> dict[str, dict]:
+        """None measured: a graph keeps no modules to hook, so its rows have the accuracy drops alone."""
+        return {}
+
+
+class Pt2e(Backend):
+    name = "pt2e"
+    requires = ("torchao",)
+    overrules = "Inductor fuses every op with its quantize/dequantize pair, and lowers only per-channel weights"
+
+    def label(self) -> str:
+        return f"pt2e (torchao {version('torchao')})"
+
+    def kernels(self) -> str:
+        return "none (Inductor's oneDNN)"
+
+    def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
+        return replace(recipe, per_channel=True)  # torchao's int8 weights have a scale per row
+
+    def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
+        return replace(recipe, fused=True, per_channel=True)
+
+    def qat_recipe(self, recipe: QatRecipe) -> QatRecipe:
+        return replace(recipe, per_channel=True)
+
+    def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
+        int8 = quantize_dynamic(fp32.module, fp32.arch["input"])
+        self.save(int8, fp32, recipe, folder, data, dynamic_twin(fp32.onnx_file, recipe))
+
+    def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Pt2eConversion:
+        return Pt2eConversion(model, recipe, calibration)
+
+    def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
+        return prepare_qat(fp32.module, fp32.arch["input"])
+
+    def freeze_qat(self, prepared: nn.Module) -> None:
+        freeze_qat(prepared)
+
+    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+        self.save(convert_qat(prepared), fp32, recipe, folder, data)
+
+    def save(self, int8: nn.Module, fp32: Fp32Model, recipe, folder: Path, data: DataInfo, onnx=None) -> None:
+        """The torch.export archive of the int8 graph and its ONNX file (exported, or written by `onnx`)."""
+        arch = fp32.arch
+        writers = {
+            EXPORTED_FILE: lambda settings, path: write_archive(export(int8, arch["input"]), settings, path),
+            ONNX_FILE: onnx or onnx_writer(int8, arch),
+        }
+        save_variant(folder, data, int8_settings(arch, recipe), writers, EXPORTED_FILE)

@@ -1,7 +1,7 @@
 """Eager-mode int8 transforms (torch.ao.quantization): dynamic, static with calibration and fusion, and QAT.
 
-Pure functions: a model in, a new int8 model out. The stage modules (dynamic, static, qat) do the I/O. A
-`recipe` dict records how a model was quantized, so the same int8 structure can be rebuilt to load its weights.
+Pure functions: a model in, a new int8 model out (`pipeline.backends.eager.backend` writes the files). The recipe
+a model file records says how it was quantized, so the same int8 structure can be rebuilt to load its weights.
 """
 
 import copy
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
+from pipeline.backends.recipes import DynamicRecipe, Recipe, StaticRecipe
 from pipeline.errors import PipelineError
 from pipeline.models import build
-from pipeline.params import Params
 
 ACTIVATION_OBSERVERS = {
     "minmax": tq.MinMaxObserver,
@@ -50,10 +50,9 @@ def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_acti
     return tq.QConfig(activation=activation, weight=weight)
 
 
-def recipe_qconfig(params: Params) -> tq.QConfig:
-    """The qconfig of params.yaml's static recipe, for the engine params.yaml resolves to."""
-    recipe = params.static
-    return static_qconfig(recipe.observer, params.quantize.per_channel, params.engine, recipe.symmetric_activations)
+def recipe_qconfig(recipe: StaticRecipe) -> tq.QConfig:
+    """The qconfig of a static recipe, for its engine."""
+    return static_qconfig(recipe.observer, recipe.per_channel, recipe.engine, recipe.symmetric_activations)
 
 
 def has_eager_twin(model: nn.Module) -> bool:
@@ -171,16 +170,16 @@ def convert_qat(model: nn.Module) -> nn.Module:
     return tq.convert(copy.deepcopy(model).eval())
 
 
-def empty_int8(arch: dict, recipe: dict) -> nn.Module:
+def empty_int8(arch: dict, recipe: Recipe) -> nn.Module:
     """The int8 module structure `recipe` produces, with placeholder weights for `load_state_dict` to replace."""
-    use_engine(recipe["engine"])
+    use_engine(recipe.engine)
     model = build(arch).eval()
-    if recipe["method"] == "dynamic":
+    if isinstance(recipe, DynamicRecipe):
         return quantize_dynamic(model)
-    if recipe["fused"]:
+    if recipe.fused:
         fuse(model)
     model.qconfig = tq.default_qconfig  # any qconfig gives the same modules; scales come from the state dict
-    keep_float(model, recipe.get("skip_layers", []))
+    keep_float(model, list(getattr(recipe, "skip_layers", ())))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # observers that saw no data warn; their placeholder values are replaced
         tq.prepare(model, inplace=True)

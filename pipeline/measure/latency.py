@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.formats.files import is_exported
+from pipeline.formats.torchscript import load_deployable, save_deployable
 from pipeline.params import EvaluateParams
-from pipeline.torchscript import load_deployable, save_deployable
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
 
@@ -28,7 +29,7 @@ def compiled_forms(model: nn.Module, deployable: Path, kind: str) -> dict[str, n
     torch.compile. A torch.export graph (pt2e int8): only its compiled form, since uncompiled it computes its
     quantize/dequantize pairs in FP32.
     """
-    if deployable.suffix == ".pt2":
+    if is_exported(deployable):
         return {"compiled": compiled(model)}
     forms = {"eager": model, "torchscript": load_deployable(deployable)}
     try:  # folds and swaps ops for the CPU (e.g. oneDNN convolutions); helps some models, hurts others

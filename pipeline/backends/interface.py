@@ -1,0 +1,123 @@
+"""What every backend does, and what it is given.
+
+A backend is one way of making int8 from the FP32 model: PyTorch's eager modules, torchao's pt2e graphs, or a
+runtime's own quantizer (ONNX Runtime, OpenVINO). Each is a module under `pipeline/backends/` holding one subclass
+of `Backend`; `pipeline.backends.registry` finds it by `quantize.backend`. Stages look a backend up once and call
+it; only the backends and the file formats (`pipeline/formats/`) know a backend's name or a file's suffix.
+"""
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, Recipe, StaticRecipe
+from pipeline.data import DataInfo
+from pipeline.errors import PipelineError
+from pipeline.formats.fp32 import Fp32Model
+
+# The params.yaml key behind each recipe field a backend may overrule, for the line that says it did.
+PARAMS_KEYS = {"per_channel": "quantize.per_channel", "fused": "static.fuse", "observer": "static.observer"}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The images static quantization observes, fed in `batches` batches."""
+
+    images: torch.Tensor
+    batches: int
+
+
+class Conversion(Protocol):
+    """A static recipe applied to one FP32 model with some layers kept in FP32: what sensitivity ranks layers
+    with and what the `static.max_accuracy_drop` search tries (`pipeline.mixed_precision`)."""
+
+    model: nn.Module
+    images: torch.Tensor
+
+    def layers(self) -> list[str]: ...
+
+    def with_float(self, kept: list[str]) -> nn.Module: ...
+
+    def only_int8(self, name: str) -> nn.Module: ...
+
+    def noise(self, names: list[str], images: torch.Tensor) -> dict[str, dict]:
+        """Per layer, what the int8 model's weights and outputs lose against FP32 (SQNR), where it can tell."""
+
+
+class Backend:
+    """One way of making int8. The recipe methods check a recipe before any work: they return it as this backend
+    will carry it out (for example with per-channel weights where it has no other kind), or refuse it in one
+    line naming the params key. The conversions write a whole int8 variant's folder."""
+
+    name: str
+    requires: tuple[str, ...] = ()  # packages it imports; missing ones stop the stage before any work
+    section: str | None = None  # the params.yaml section of its own options, recorded in its recipes
+    overrules: str = ""  # why it overrules a recipe field, for the line that says so
+    uses_engine: bool = False  # whether its int8 runs on PyTorch's quantized engine (quantize.engine)
+
+    def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
+        return recipe
+
+    def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
+        return recipe
+
+    def qat_recipe(self, recipe: QatRecipe) -> QatRecipe:
+        return recipe
+
+    def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
+        raise NotImplementedError
+
+    def static(
+        self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration, folder: Path, data: DataInfo
+    ) -> None:
+        """The recipe's conversion, its `skip_layers` kept in FP32, saved as the backend saves int8 models."""
+        int8 = self.conversion(fp32.module, recipe, calibration).with_float(list(recipe.skip_layers))
+        self.save(int8, fp32, recipe, folder, data)
+
+    def save(self, int8: nn.Module, fp32: Fp32Model, recipe: Recipe, folder: Path, data: DataInfo) -> None:
+        """Write an int8 PyTorch model's variant folder."""
+        raise NotImplementedError
+
+    def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Conversion:
+        raise PipelineError(f"the {self.name} backend keeps no layers in FP32 by search")
+
+    def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
+        raise NotImplementedError
+
+    def freeze_qat(self, prepared: nn.Module) -> None:
+        raise NotImplementedError
+
+    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+        raise NotImplementedError
+
+    def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> nn.Module | None:
+        """The static recipe converted with layer fusion the other way, to time what fusion buys; None where the
+        backend always fuses (Inductor, the runtimes)."""
+        return None
+
+    def label(self) -> str:
+        """The backend and the version of what does its work, as the report names it."""
+        return self.name
+
+    def kernels(self) -> str:
+        """What runs its int8 ops."""
+        return "none (the runtime's own kernels)"
+
+
+def overruled(asked: Recipe, carried: Recipe, backend: Backend) -> list[str]:
+    """One line per params key whose value the backend carries out otherwise (None: leaves it to the runtime)."""
+    return [
+        f"{PARAMS_KEYS[field.name]}: {getattr(asked, field.name)} is not how the {backend.name} backend works; it uses "
+        f"{getattr(carried, field.name)} ({backend.overrules})"
+        for field in fields(asked)
+        if field.name in PARAMS_KEYS and getattr(carried, field.name) not in (None, getattr(asked, field.name))
+    ]
+
+
+def with_options(recipe: Recipe, options: dict) -> Recipe:
+    """`recipe` with the values of `options` whose keys are fields of its type (a backend's own params)."""
+    names = {field.name for field in fields(recipe)}
+    return replace(recipe, **{key: value for key, value in options.items() if key in names})

@@ -1,0 +1,78 @@
+"""The openvino backend (`quantize.backend: openvino`): NNCF, OpenVINO's quantizer, on the FP32 model's ONNX
+file: `compress_weights` for dynamic int8, `quantize` for static. QAT is PyTorch's, exported and then converted
+to OpenVINO's format, and layers are ranked through PyTorch's modules: both the eager backend's.
+"""
+
+import re
+from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.backends.eager.backend import RuntimeQuantizer
+from pipeline.backends.eager.modules import convert_qat
+from pipeline.backends.interface import Calibration
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
+from pipeline.data import DataInfo
+from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
+from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.onnx import onnx_nodes
+from pipeline.formats.openvino import read_openvino, save_openvino
+from pipeline.formats.variants import int8_settings, openvino_writer, save_variant
+from pipeline.optional import require
+
+
+class OpenVino(RuntimeQuantizer):
+    name = "openvino"
+    requires = ("openvino", "nncf", "onnx")
+    section = "openvino"
+    overrules = "NNCF gives each output channel of a weight its own scale, and chooses activation ranges itself"
+
+    def label(self) -> str:
+        return f"openvino (NNCF {version('nncf')})"
+
+    def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
+        # no ONNX file: OpenVINO's own format is the variant's only file
+        return replace(super().dynamic_recipe(recipe), per_channel=True, weight_type=None, reduce_range=None)
+
+    def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
+        carried = super().static_recipe(recipe)
+        return replace(carried, observer="nncf", per_channel=True, symmetric_activations=None)
+
+    def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
+        """int8 weights (a scale per output channel), activations in FP32: NNCF's weight compression, its weights
+        symmetric as the `performance` preset makes them, or asymmetric for `mixed`."""
+        nncf = require("nncf")
+        mode = (
+            nncf.CompressWeightsMode.INT8_SYM if recipe.preset == "performance" else nncf.CompressWeightsMode.INT8_ASYM
+        )
+
+        def write(settings: dict, path: Path) -> None:
+            save_openvino(nncf.compress_weights(read_openvino(fp32.onnx_file), mode=mode), settings, path)
+
+        save_variant(folder, data, int8_settings(fp32.arch, recipe), {OPENVINO_FILE: write}, OPENVINO_FILE)
+
+    def static(
+        self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration, folder: Path, data: DataInfo
+    ) -> None:
+        """int8 weights and activations by NNCF's post-training quantization, calibrated on every image given."""
+        nncf = require("nncf")
+        layers = list(recipe.skip_layers)
+        onnx_nodes(fp32.onnx_file, layers, fp32.onnx_file)  # an unknown layer is named here, before NNCF's report
+
+        def write(settings: dict, path: Path) -> None:
+            samples = [image[None].numpy() for image in calibration.images]  # one per call: NNCF's statistics assume it
+            int8 = nncf.quantize(
+                read_openvino(fp32.onnx_file),
+                nncf.Dataset(samples),
+                preset=nncf.QuantizationPreset(recipe.preset),
+                subset_size=len(samples),
+                ignored_scope=nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers]),
+            )
+            save_openvino(int8, settings, path)
+
+        save_variant(folder, data, int8_settings(fp32.arch, recipe), {OPENVINO_FILE: write}, OPENVINO_FILE)
+
+    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+        self.save(convert_qat(prepared), fp32, recipe, folder, data, {OPENVINO_FILE: openvino_writer(ONNX_FILE)})

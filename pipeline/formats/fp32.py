@@ -1,0 +1,99 @@
+"""The FP32 model's folder, written by `train` and read by every stage that starts from it.
+
+It holds `model.pt` (weights and the arch that rebuilds the module; nothing pickled) and its TorchScript twin
+`model.ts`, or for a model you exported its torch.export archive `model.pt2`; the same model as `model.onnx`, which
+the runtimes' quantizers start from; and the deployable file's input contract.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.artifacts import atomic_dir, first_line, load_torch, save_torch
+from pipeline.data import DataInfo
+from pipeline.errors import PipelineError
+from pipeline.formats.archives import SETTINGS_ENTRY, load_archive, write_archive
+from pipeline.formats.contract import write_contract
+from pipeline.formats.files import EAGER_FILE, EXPORTED_FILE, ONNX_FILE, deployable_path, is_exported, model_file
+from pipeline.formats.files import onnx_file as onnx_file_of
+from pipeline.formats.onnx import export_onnx
+from pipeline.formats.torchscript import save_deployable
+from pipeline.models import build, example_input
+
+
+@dataclass(frozen=True)
+class Fp32Model:
+    """The FP32 model for inference, the arch it was built from, and where its files are."""
+
+    module: nn.Module
+    arch: dict
+    location: Path
+
+    @property
+    def onnx_file(self) -> Path:
+        return onnx_file_of(self.location)
+
+
+def save_fp32(model: nn.Module, arch: dict, folder: Path, data: DataInfo) -> None:
+    """The FP32 model's folder, whole or not at all: the checkpoint (weights and arch) and its TorchScript twin,
+    or for a model you exported its torch.export archive; and the deployable file's input contract."""
+    settings = {"kind": "fp32", "arch": arch}
+    with atomic_dir(folder) as temporary:
+        if isinstance(model, torch.export.ExportedProgram):
+            write_archive(model, settings, temporary / EXPORTED_FILE)
+            model = model.module()
+        else:
+            save_torch({**settings, "state_dict": model.state_dict()}, temporary / EAGER_FILE)
+            save_deployable(model, example_input(arch), deployable_path(temporary))
+        export_onnx(model, example_input(arch), settings, temporary / ONNX_FILE)
+        write_contract(deployable_path(temporary), data, engine=None)
+
+
+def read_fp32(location: Path) -> Fp32Model:
+    """The FP32 model at `location` (its folder or its model file); an int8 model there is refused by name."""
+    path = model_file(location)
+    exported = is_exported(path)
+    module, settings = read_exported(path) if exported else read_checkpoint(path)
+    if settings["kind"] != "fp32":
+        method = settings["recipe"].get("method", "")
+        raise PipelineError(
+            f"{path}: is an {settings['kind']} {method} model, but an fp32 model is needed here".replace("  ", " ")
+        )
+    # An exported graph stays as it was exported; a module is built and put in eval mode.
+    module = module if exported else load_weights(build, module, path)
+    return Fp32Model(module, settings["arch"], location)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """An eager model file's contents, checked to hold kind, arch and state dict, and its settings."""
+    checkpoint = load_torch(path)
+    kind, arch = checkpoint.get("kind"), checkpoint.get("arch")
+    if kind not in ("fp32", "int8") or not isinstance(arch, dict) or "state_dict" not in checkpoint:
+        raise PipelineError(f"{path}: not a model file of this pipeline (no kind, arch and state_dict)")
+    return checkpoint, {"kind": kind, "arch": arch, "recipe": checkpoint.get("recipe", {})}
+
+
+def load_weights(make, checkpoint: dict, path: Path) -> nn.Module:
+    """`make(arch)` filled with the checkpoint's weights; weights that do not fit are named in one line."""
+    try:
+        model = make(checkpoint["arch"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as error:
+        raise PipelineError(
+            f"{path}: weights do not fit the model {checkpoint['arch']} it names ({first_line(error)})"
+        ) from None
+    return model.eval()
+
+
+def read_exported(path: Path) -> tuple[nn.Module, dict]:
+    """A torch.export archive this pipeline wrote, as a module, and its settings."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+    program, settings = load_archive(path)
+    if settings is None:
+        raise PipelineError(f"{path}: a torch.export archive, but not one this pipeline wrote (no {SETTINGS_ENTRY})")
+    # An exported graph refuses train() and eval() of its own; this makes them switch its BN and dropout ops, so
+    # an FP32 graph goes through the same calls as a module (pt2e's int8 graphs are only run in inference).
+    return allow_exported_model_train_eval(program.module()), {"recipe": {}, **settings}

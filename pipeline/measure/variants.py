@@ -1,0 +1,180 @@
+"""Each model as evaluation loads, scores and compares it: every form it runs in, and how it stands against FP32."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.artifacts import save_json
+from pipeline.backends.recipes import Recipe, recipe_from
+from pipeline.errors import PipelineError
+from pipeline.formats.files import deployable_path, holds_pytorch_model, is_exported, is_torchscript
+from pipeline.formats.torchscript import load_deployable
+from pipeline.formats.variants import read_model, read_settings
+from pipeline.measure.fidelity import agreement, logits, score
+from pipeline.measure.latency import best_of, compiled_forms
+from pipeline.measure.sizes import measure_size
+from pipeline.runtimes import RUNTIMES, runtime_forms
+
+
+@dataclass
+class Variant:
+    """A model as evaluation runs it: its PyTorch module where it has one, what its files say it is (and for int8
+    the recipe that made it), every form it can be timed in, the runnable its accuracy is scored with, and the
+    runtimes left out (not installed)."""
+
+    folder: Path
+    model: nn.Module | None
+    settings: dict
+    recipe: Recipe | None
+    forms: dict
+    scored: Callable
+    left_out: dict[str, str]
+
+
+def load_variant(folder: Path, threads: int) -> Variant:
+    """Load every file of a model's folder, so a damaged one stops evaluation before any timing."""
+    runtimes, left_out = runtime_forms(folder, threads)
+    if not holds_pytorch_model(folder):
+        if not runtimes:  # only a runtime's file, and that runtime missing: nothing can run it
+            raise PipelineError(next(iter(left_out.values()), f"{folder}: holds no model file (run `dvc repro`)"))
+        settings = read_settings(folder)
+        return Variant(
+            folder, None, settings, recipe_of(settings, folder), runtimes, next(iter(runtimes.values())), left_out
+        )
+    model, settings = read_model(folder)
+    deployable = deployable_path(folder)
+    if is_torchscript(deployable):
+        load_deployable(deployable)
+    pytorch = compiled_forms(model, deployable, settings["kind"])
+    # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
+    scored = pytorch["compiled"] if is_exported(deployable) else model
+    return Variant(folder, model, settings, recipe_of(settings, folder), {**pytorch, **runtimes}, scored, left_out)
+
+
+def recipe_of(settings: dict, folder: Path) -> Recipe | None:
+    return recipe_from(settings["recipe"], folder) if settings.get("recipe") else None
+
+
+def runtime_agreement(variant: Variant, reference: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """Share of test images on which each runtime predicts what the variant's scored form predicts: for a
+    PyTorch model, how faithfully its ONNX file carries it to ONNX Runtime and OpenVINO."""
+    return {
+        runtime: round(agreement(logits(run, images).argmax(1), reference.argmax(1)), 4)
+        for runtime, run in variant.forms.items()
+        if runtime in RUNTIMES and run is not variant.scored
+    }
+
+
+def latency_summary(forms: dict) -> dict:
+    """A model's timings in every form, {form: {"batch_N": timing}}, and its best form per batch size."""
+    best = best_of(forms)
+    return {
+        "latency_ms": {key: entry["median_ms"] for key, entry in best.items()},
+        "latency_p90_ms": {key: entry["p90_ms"] for key, entry in best.items()},
+        "images_per_s": {
+            key: round(int(key.removeprefix("batch_")) / entry["median_ms"] * 1e3) for key, entry in best.items()
+        },
+        "best_form": {key: entry["form"] for key, entry in best.items()},
+        "forms": forms,
+    }
+
+
+def fusion_effect(fused_first: bool, static_latency: dict, counterpart_latency: dict) -> dict:
+    """What layer fusion buys: the static variant's best-form latency beside its counterpart's."""
+    fused, unfused = (static_latency, counterpart_latency) if fused_first else (counterpart_latency, static_latency)
+    return {
+        "fused_ms": fused,
+        "unfused_ms": unfused,
+        "unfused_vs_fused": {key: round(unfused[key] / ms, 4) for key, ms in fused.items()},
+    }
+
+
+def runtime_label(form: str) -> str:
+    return form if form in RUNTIMES else f"pytorch {form}"
+
+
+def against(baseline: dict, variant: dict) -> dict:
+    """A variant against FP32: accuracy change (fraction), size ratios, and best-form speed-up per batch size."""
+    return {
+        "accuracy_change": round(variant["accuracy"] - baseline["accuracy"], 4),
+        "size_ratio": round(variant["size_bytes"] / baseline["size_bytes"], 4),
+        "deploy_size_ratio": round(variant["deploy_size_bytes"] / baseline["deploy_size_bytes"], 4),
+        "speedup": {key: round(baseline["latency_ms"][key] / value, 4) for key, value in variant["latency_ms"].items()},
+        "compared": {
+            key: f"int8 {runtime_label(form)} vs fp32 {runtime_label(baseline['best_form'][key])}"
+            for key, form in variant["best_form"].items()
+        },
+    }
+
+
+def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
+    """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
+    variants = [
+        {
+            "variant": name,
+            "accuracy": r["accuracy"],
+            "size_kb": r["size_bytes"] / 1000,
+            "deploy_size_kb": r["deploy_size_bytes"] / 1000,
+        }
+        for name, r in results.items()
+    ]
+    latency = [
+        {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}
+        for name, r in results.items()
+        for form, batches in r["forms"].items()
+        for key, t in batches.items()
+    ]
+    return variants, latency
+
+
+def compare(loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: torch.Tensor, images) -> dict:
+    """Per model: accuracy and fidelity to FP32, agreement across runtimes, sizes, latency; per int8 variant, how
+    it stands against FP32 and which layers it kept in FP32."""
+    results = {}
+    for name, variant in loaded.items():
+        reference = None if variant.recipe is None else outputs["fp32"]
+        results[name] = {
+            **score(outputs[name], labels, reference),
+            "runtime_agreement": runtime_agreement(variant, outputs[name], images),
+            **measure_size(variant.model, variant.folder),
+            **latencies[name],
+        }
+    for name, variant in loaded.items():
+        if variant.recipe is not None:
+            results[name]["vs_fp32"] = against(results["fp32"], results[name])
+        kept = getattr(variant.recipe, "skip_layers", None)
+        if kept is not None:
+            results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
+    return results
+
+
+def summary_line(name: str, result: dict) -> str:
+    """One model's accuracy, deployed size and best latency per batch size, as evaluation prints it."""
+    timings = "  ".join(f"{key} {ms:.3f} ms ({result['best_form'][key]})" for key, ms in result["latency_ms"].items())
+    return f"{name:8} accuracy {result['accuracy']:.4f}  deploy {result['deploy_size_bytes']:,} B  {timings}"
+
+
+def save_plots(results: dict, folder: Path, labels: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
+    """The plot data DVC draws: accuracy against size, latency, and a confusion matrix per model in `outputs`."""
+    variants, latency = plot_data(results)
+    save_json(variants, folder / "variants.json")
+    save_json(latency, folder / "latency.json")
+    for name, predicted in outputs.items():
+        # One row per test image, the form DVC's confusion template counts.
+        rows = [{"actual": a, "predicted": p} for a, p in zip(labels.tolist(), predicted.argmax(1).tolist())]
+        save_json(rows, folder / f"confusion_{name}.json")
+
+
+HEADLINE = ("accuracy", "deploy_size_bytes", "latency_ms", "vs_fp32")
+
+
+def headline(results: dict, best_int8: str) -> dict:
+    """What answers the question at a glance, per model: accuracy, deployed size, best latency and, for int8, how
+    it stands against FP32 (accuracy change, size ratio, speed-up, what was compared); and the best int8."""
+    return {
+        **{name: {key: result[key] for key in HEADLINE if key in result} for name, result in results.items()},
+        "best_int8": best_int8,
+    }

@@ -1,0 +1,82 @@
+"""The backends behind one interface: found by name, recipes checked before any work, recipes saved and read back
+typed."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe, recipe_from
+from pipeline.backends.registry import BACKENDS, backend_named, planned
+from pipeline.errors import PipelineError
+from pipeline.params import Params
+from tests.conftest import tiny_params, write_params
+from tests.test_cli import assert_clean_failure, run
+
+RECIPES = [
+    DynamicRecipe("eager", "x86", False, "int8", False),
+    DynamicRecipe("openvino", "openvino", True, preset="mixed"),
+    StaticRecipe("eager", "onednn", True, "histogram", True, False, ("layers.0",)),
+    StaticRecipe(
+        "onnxruntime", "onnxruntime", None, "minmax", False, True, (), None, None, "qdq", "uint8", "int8", True
+    ),
+    QatRecipe("pt2e", "x86", True, True, 1),
+]
+
+
+def params(**overrides) -> Params:
+    return Params(**tiny_params(Path("unused"), **overrides))
+
+
+def test_every_backend_is_found_by_its_name():
+    assert list(BACKENDS) == ["eager", "pt2e", "onnxruntime", "openvino"]
+    assert all(backend_named(name).name == name for name in BACKENDS)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda recipe: f"{recipe.method}-{recipe.backend}")
+def test_a_recipe_is_read_back_as_it_was_saved(recipe):
+    settings = recipe.settings()
+    assert settings["method"] == recipe.method and None not in settings.values()
+    assert recipe_from(settings, "model.pt") == recipe
+
+
+def test_a_recipe_this_pipeline_does_not_know_is_named():
+    with pytest.raises(PipelineError, match=r"model.pt: records a recipe this pipeline does not know"):
+        recipe_from({"method": "static", "backend": "eager", "colour": "red"}, "model.pt")
+
+
+def test_the_eager_recipe_is_what_params_ask():
+    _, recipe = planned(params(**{"static.observer": "histogram"}), "static")
+    assert recipe == StaticRecipe("eager", "x86", True, "histogram", False, False)
+
+
+def test_a_backend_that_forces_per_channel_weights_says_so(capsys):
+    _, recipe = planned(params(**{"quantize.backend": "pt2e"}), "static")
+    assert recipe.per_channel and recipe.fused
+    assert "quantize.per_channel: False is not how the pt2e backend works; it uses True" in capsys.readouterr().err
+
+
+def test_a_runtime_backend_records_its_own_options():
+    _, recipe = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.format": "qoperator"}), "static")
+    assert (recipe.engine, recipe.format, recipe.fused) == ("onnxruntime", "qoperator", None)
+    _, dynamic = planned(params(**{"quantize.backend": "openvino"}), "dynamic")
+    assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"static.observer": "histogram"}, "static.observer: histogram has no ONNX Runtime counterpart"),
+        ({"static.max_accuracy_drop": 0.5}, "static.max_accuracy_drop: searched with the eager and pt2e backends only"),
+    ],
+)
+def test_a_recipe_the_backend_cannot_do_stops_before_any_work(project, overrides, message):
+    """No data and no FP32 model in the project: the recipe is refused before either is read."""
+    write_params(Path("params.yaml"), tiny_params(Path("unused"), **{"quantize.backend": "onnxruntime", **overrides}))
+    assert_clean_failure(run("static"), message)
+    assert not Path("models").exists()
+
+
+def test_overruled_keys_are_only_those_the_backend_changes():
+    backend, recipe = planned(params(), "qat")
+    assert replace(recipe) == QatRecipe("eager", "x86", True, False, 1)
