@@ -10,7 +10,7 @@ with them.
 import torch
 
 from pipeline.backends.interface import Conversion
-from pipeline.models import accuracy
+from pipeline.models.architectures import accuracy
 
 
 def points(reference: float, value: float) -> float:

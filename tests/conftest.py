@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from pipeline.__main__ import app
 from pipeline.backends.eager.backend import Eager
 from pipeline.backends.recipes import Recipe, StaticRecipe
-from pipeline.data import DataInfo
-from pipeline.datasets import SPLIT_FILES
+from pipeline.data.idx import write_idx
+from pipeline.data.prepared import DataInfo
+from pipeline.data.published import SPLIT_FILES
 from pipeline.formats.fp32 import Fp32Model
-from pipeline.idx import write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 # The models of the synthetic IDX data: 28x28 grey images, 10 classes, as MLP(widths, *IDX_SHAPE) or in an arch.

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
-from pipeline.data import read_info
-from pipeline.datasets import registry
+from pipeline.data.prepared import read_info
+from pipeline.data.published import registry
 from pipeline.errors import PipelineError
 from pipeline.formats.variants import load_checkpoint
-from pipeline.models import build
+from pipeline.models.architectures import build
 
 
 def test_prepare_records_image_size_and_class_names(trained):

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from pipeline.datasets import SPLIT_FILES, DataFile, Dataset
+from pipeline.data.published import SPLIT_FILES, DataFile, Dataset
 from pipeline.errors import PipelineError
 from pipeline.stages.download import fetch_dataset
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.artifacts import load_json
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.files import deployable_path
 from pipeline.formats.variants import load_model
 from pipeline.measure.fidelity import confusion_matrix, per_class_accuracy, sqnr_db

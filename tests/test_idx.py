@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.data.idx import read_idx, write_idx
 from pipeline.errors import PipelineError
-from pipeline.idx import read_idx, write_idx
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.__main__ import app
-from pipeline.datasets import DataFile, Dataset
+from pipeline.data.published import DataFile, Dataset
 from pipeline.formats.variants import load_model
 from pipeline.stages.download import fetch_dataset
 from tests.conftest import ROOT, CliRunner, tiny_params, write_params
@@ -100,7 +100,7 @@ def stalling_mirror():
 FETCH = """
 import sys
 from pathlib import Path
-from pipeline.datasets import DataFile, Dataset
+from pipeline.data.published import DataFile, Dataset
 from pipeline.stages.download import fetch_dataset
 dataset = Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (sys.argv[1],))
 fetch_dataset(dataset, Path(sys.argv[2]), None, False)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.backends.eager.modules import freeze_qat, prepare_qat, quantize_static, static_qconfig, use_engine
-from pipeline.models import CNN, MLP
+from pipeline.models.architectures import CNN, MLP
 from tests.conftest import IDX_SHAPE
 from tests.test_cli import assert_clean_failure, run
 

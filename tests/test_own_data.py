@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.eager.modules import use_engine
-from pipeline.data import load_split, read_info
+from pipeline.data.prepared import load_split, read_info
 from pipeline.formats.contract import read_contract
 from pipeline.formats.files import deployable_path
 from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files

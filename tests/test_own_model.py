@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.data import DataInfo, model_inputs
-from pipeline.training import fit
+from pipeline.data.prepared import DataInfo, model_inputs
+from pipeline.models.training import fit
 from tests.conftest import colour_images, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import Exploit, assert_clean_failure, run
 from tests.test_own_data import own_params, repro_every_stage

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.openvino import onnx_to_openvino
 from pipeline.formats.variants import read_model
 from tests.conftest import png_claiming

@@ -10,13 +10,13 @@ import torch
 from pipeline.backends import pt2e
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.recipes import StaticRecipe
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import read_model
 from pipeline.measure.latency import compiled
 from pipeline.measure.sizes import floor_bytes
-from pipeline.models import CNN, accuracy, predict
-from pipeline.training import fit
+from pipeline.models.architectures import CNN, accuracy, predict
+from pipeline.models.training import fit
 from tests.conftest import IDX_INFO, IDX_SHAPE, ROOT
 
 RECIPE = StaticRecipe("pt2e", "x86", fused=True, observer="minmax", per_channel=True, symmetric_activations=False)

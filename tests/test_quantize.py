@@ -19,13 +19,13 @@ from pipeline.backends.eager.modules import (
     use_engine,
 )
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model, save_fp32
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import load_checkpoint, load_model
 from pipeline.measure.sizes import measure_size
-from pipeline.models import CNN, MLP, accuracy, predict
-from pipeline.training import fit
+from pipeline.models.architectures import CNN, MLP, accuracy, predict
+from pipeline.models.training import fit
 from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, eager_static_recipe, save_eager
 
 
@@ -135,7 +135,7 @@ SAVE_DEPLOYABLE = """
 import os, sys, torch
 from pathlib import Path
 import pipeline
-from pipeline.models import MLP
+from pipeline.models.architectures import MLP
 from pipeline.formats.torchscript import save_deployable
 assert pipeline.__file__.startswith(os.getcwd()), pipeline.__file__
 torch.manual_seed(0)

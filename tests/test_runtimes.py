@@ -14,7 +14,7 @@ from pipeline.backends.interface import Calibration
 from pipeline.backends.onnxruntime import OnnxRuntime
 from pipeline.backends.openvino import OpenVino
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import export_onnx, onnx_floor_bytes
@@ -22,7 +22,7 @@ from pipeline.formats.openvino import onnx_to_openvino
 from pipeline.formats.variants import read_settings
 from pipeline.measure.fidelity import agreement
 from pipeline.measure.sizes import openvino_floor_bytes
-from pipeline.models import architecture, build, example_input
+from pipeline.models.architectures import architecture, build, example_input
 from pipeline.params import load_params
 from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, runtime_forms
 from tests.conftest import ROOT

@@ -12,11 +12,11 @@ from pipeline.artifacts import load_json
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_named, conversion_recipe
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
 from pipeline.formats.variants import load_model
 from pipeline.mixed_precision import fewest_float_layers
-from pipeline.models import accuracy
+from pipeline.models.architectures import accuracy
 from pipeline.params import Params
 from pipeline.stages.sensitivity import layer_sensitivity
 from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, write_params

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, Recipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 

@@ -10,7 +10,7 @@ from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.interface import Calibration
 from pipeline.backends.onnxruntime_quantizer import OBSERVERS, dynamic_twin, quantize_static
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model

@@ -14,7 +14,7 @@ from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.eager.modules import convert_qat
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import onnx_nodes

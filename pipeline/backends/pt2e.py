@@ -36,7 +36,7 @@ from pipeline.backends.eager.modules import calibrate
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.onnxruntime_quantizer import dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.archives import write_archive
 from pipeline.formats.files import EXPORTED_FILE, ONNX_FILE

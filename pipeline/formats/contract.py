@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pipeline.artifacts import load_json, save_json
-from pipeline.data import DataInfo, info_from
+from pipeline.data.prepared import DataInfo, info_from
 from pipeline.errors import PipelineError
 
 INPUTS = (

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import atomic_dir, first_line, load_torch, save_torch
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.archives import SETTINGS_ENTRY, load_archive, write_archive
 from pipeline.formats.contract import write_contract
@@ -20,7 +20,7 @@ from pipeline.formats.files import EAGER_FILE, EXPORTED_FILE, ONNX_FILE, deploya
 from pipeline.formats.files import onnx_file as onnx_file_of
 from pipeline.formats.onnx import export_onnx
 from pipeline.formats.torchscript import save_deployable
-from pipeline.models import build, example_input
+from pipeline.models.architectures import build, example_input
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from torch import nn
 from pipeline.artifacts import atomic_dir, save_torch
 from pipeline.backends.eager.modules import empty_int8
 from pipeline.backends.recipes import recipe_from
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.contract import write_contract
 from pipeline.formats.files import (
@@ -30,7 +30,7 @@ from pipeline.formats.fp32 import load_weights, read_checkpoint, read_exported
 from pipeline.formats.onnx import export_onnx, onnx_settings
 from pipeline.formats.openvino import onnx_to_openvino, openvino_settings
 from pipeline.formats.torchscript import save_deployable
-from pipeline.models import build, example_input
+from pipeline.models.architectures import build, example_input
 
 # Writes one file of a variant into its temporary folder, given the settings every file records.
 Writer = Callable[[dict, Path], None]

@@ -23,12 +23,12 @@ import typer
 from pipeline.artifacts import save_text
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import BACKENDS, planned
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32, save_fp32
 from pipeline.measure.latency import best_of, cpu_info, cpu_model, time_models
 from pipeline.measure.variants import load_variant
-from pipeline.models import architecture, build
+from pipeline.models.architectures import architecture, build
 from pipeline.optional import missing
 from pipeline.params import PARAMS_FILE, Params, ParamsOption, load_params
 from pipeline.runtimes import RUNTIMES

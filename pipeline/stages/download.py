@@ -21,9 +21,9 @@ from pathlib import Path
 import typer
 
 from pipeline.artifacts import atomic_dir, atomic_path, first_line
-from pipeline.datasets import DataFile, Dataset, registry
+from pipeline.data.decode import IMAGE_SUFFIXES
+from pipeline.data.published import DataFile, Dataset, registry
 from pipeline.errors import PipelineError
-from pipeline.images import IMAGE_SUFFIXES
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import RAW_DIR
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.backends.registry import planned
-from pipeline.data import read_info
+from pipeline.data.prepared import read_info
 from pipeline.formats.fp32 import read_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR

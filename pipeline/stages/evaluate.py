@@ -21,7 +21,7 @@ import typer
 from pipeline.artifacts import save_json
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.measure.fidelity import logits
 from pipeline.measure.latency import time_models, unsaved_forms
 from pipeline.measure.machine import cuda_latency, environment

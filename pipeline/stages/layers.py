@@ -14,7 +14,7 @@ from pipeline.artifacts import save_json
 from pipeline.backends.eager.modules import has_eager_twin
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import StaticRecipe
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.layers import DIFFERENCES, recompute
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params

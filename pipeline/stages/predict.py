@@ -16,13 +16,13 @@ import typer
 
 from pipeline.artifacts import first_line
 from pipeline.backends.eager.modules import use_engine
-from pipeline.data import DataInfo, model_inputs
+from pipeline.data.decode import IMAGE_SUFFIXES, read_image
+from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.errors import PipelineError
 from pipeline.formats.contract import contract_path, read_contract
 from pipeline.formats.files import deployable_path, is_exported, runtime_of
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model
-from pipeline.images import IMAGE_SUFFIXES, read_image
 from pipeline.measure.latency import compiled
 from pipeline.runtimes import MAKERS
 

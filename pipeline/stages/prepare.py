@@ -14,15 +14,15 @@ import torch
 import typer
 
 from pipeline.artifacts import save_torch
-from pipeline.data import DataInfo, write_info
-from pipeline.datasets import SPLIT_FILES, registry
+from pipeline.data.decode import conform
+from pipeline.data.idx import read_idx
+from pipeline.data.image_folder import read_image_folder
+from pipeline.data.prepared import DataInfo, write_info
+from pipeline.data.published import SPLIT_FILES, registry
+from pipeline.data.tensor_files import read_tensor_files
 from pipeline.errors import PipelineError
-from pipeline.idx import read_idx
-from pipeline.imagefolder import read_image_folder
-from pipeline.images import conform
 from pipeline.params import PARAMS_FILE, DataParams, ParamsOption, load_params
 from pipeline.paths import PREPARED_DIR, RAW_DIR
-from pipeline.tensorfiles import read_tensor_files
 
 
 def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:

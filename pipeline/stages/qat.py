@@ -9,11 +9,11 @@ import torch
 import typer
 
 from pipeline.backends.registry import planned
-from pipeline.data import load_split, read_info
+from pipeline.data.prepared import load_split, read_info
 from pipeline.formats.fp32 import read_fp32
+from pipeline.models.training import fit
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
-from pipeline.training import fit
 
 
 def command(

@@ -18,10 +18,10 @@ from tqdm import tqdm
 from pipeline.artifacts import save_json
 from pipeline.backends.interface import Calibration, Conversion
 from pipeline.backends.registry import backend_named, conversion_recipe
-from pipeline.data import load_split
+from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
 from pipeline.mixed_precision import points
-from pipeline.models import accuracy
+from pipeline.models.architectures import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
 

@@ -10,7 +10,7 @@ import typer
 
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import planned
-from pipeline.data import load_split, read_info
+from pipeline.data.prepared import load_split, read_info
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
 from pipeline.mixed_precision import fewest_float_layers

@@ -9,13 +9,13 @@ import torch
 import typer
 
 from pipeline.artifacts import save_json
-from pipeline.data import load_split, read_info
+from pipeline.data.prepared import load_split, read_info
 from pipeline.formats.fp32 import save_fp32
-from pipeline.models import accuracy, architecture, build
-from pipeline.own_model import adopt
+from pipeline.models.architectures import accuracy, architecture, build
+from pipeline.models.exported import adopt
+from pipeline.models.training import fit, pick_device
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, OWN_MODEL, PREPARED_DIR, TRAINING_HISTORY
-from pipeline.training import fit, pick_device
 
 
 def command(

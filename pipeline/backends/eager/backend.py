@@ -27,7 +27,7 @@ from pipeline.backends.eager.modules import (
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.onnxruntime_quantizer import dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.fp32 import Fp32Model

@@ -13,7 +13,7 @@ from torch.ao import quantization as tq
 
 from pipeline.backends.recipes import DynamicRecipe, Recipe, StaticRecipe
 from pipeline.errors import PipelineError
-from pipeline.models import build
+from pipeline.models.architectures import build
 
 ACTIVATION_OBSERVERS = {
     "minmax": tq.MinMaxObserver,

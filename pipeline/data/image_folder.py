@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pipeline.data.decode import IMAGE_SUFFIXES, read_image, stack
 from pipeline.errors import PipelineError
-from pipeline.images import IMAGE_SUFFIXES, read_image, stack
 
 SPLITS = ("train", "test")
 

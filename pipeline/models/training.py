@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.models import accuracy
+from pipeline.models.architectures import accuracy
 
 
 def pick_device(requested: str) -> torch.device:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.artifacts import first_line
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.archives import load_archive
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from pipeline.data import DataInfo
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
+from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision
 from pipeline.params import TrainParams
-from pipeline.torchvision_models import ARCHITECTURES, build_torchvision
 
 
 class MLP(nn.Module):
