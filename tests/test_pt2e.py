@@ -88,6 +88,9 @@ def test_saving_twice_gives_the_same_bytes_without_the_checkout_path(fp32, data,
     assert archive == (tmp_path / "b/model.pt2").read_bytes()
     with zipfile.ZipFile(tmp_path / "a/model.pt2") as records:
         assert str(ROOT).encode() not in b"".join(records.read(name) for name in records.namelist())
+    # nor does its ONNX file, which the dynamo exporter writes with each node's stack trace
+    assert (tmp_path / "a/model.onnx").read_bytes() == (tmp_path / "b/model.onnx").read_bytes()
+    assert str(ROOT).encode() not in (tmp_path / "a/model.onnx").read_bytes()
 
 
 def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):

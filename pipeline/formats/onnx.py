@@ -26,6 +26,7 @@ from pipeline.formats.files import SETTINGS_KEY
 from pipeline.optional import require
 
 INPUT, OUTPUT = "images", "logits"
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata of the dynamo exporter
 OPSET = 17  # the TorchScript exporter's newest; ONNX Runtime 1.32 and OpenVINO 2026.4 read it
 
 
@@ -62,9 +63,14 @@ def export_onnx(model: nn.Module, example: torch.Tensor, settings: dict, path: P
 
 
 def label_onnx(path: Path, settings: dict) -> None:
-    """Put `settings` into an ONNX file's metadata, in place."""
+    """Put `settings` into an ONNX file's metadata, in place, and drop the Python stack trace the dynamo exporter
+    writes beside each node: it holds the checkout's path, so every clone wrote other bytes."""
     onnx = require("onnx")
     graph = onnx.load(str(path))
+    for node in graph.graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
     onnx.helper.set_model_props(graph, {SETTINGS_KEY: json.dumps(settings)})
     onnx.save(graph, str(path))
 
