@@ -4,27 +4,15 @@ python -m pipeline --help
 """
 
 import functools
+import importlib
 import logging
+import sys
 import warnings
 
 import torch
 import typer
 
 from pipeline.errors import PipelineError
-from pipeline.stages import (
-    bench,
-    download,
-    dynamic,
-    evaluate,
-    layers,
-    predict,
-    prepare,
-    qat,
-    report,
-    sensitivity,
-    static,
-    train,
-)
 
 # torch.ao.quantization warns on import, on each call and on each quantized tensor it makes. The eager flow is a
 # deliberate choice (README, "Backends"), so the stage logs keep only what the stages themselves say.
@@ -40,25 +28,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
 
-STAGES = {
-    "download": download,
-    "prepare": prepare,
-    "train": train,
-    "dynamic": dynamic,
-    "static": static,
-    "qat": qat,
-    "evaluate": evaluate,
-    "layers": layers,
-    "sensitivity": sensitivity,
-    "report": report,
-}
-
-app = typer.Typer(
-    help="Quantization lab: each command is one DVC stage.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# The stages in pipeline order, then the commands that are not stages. Each is the module pipeline/stages/<name>.py.
+STAGES = ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report")
+COMMANDS = (*STAGES, "bench", "predict")
 
 
 def one_line_errors(command):
@@ -75,10 +47,29 @@ def one_line_errors(command):
     return run
 
 
-for name, module in STAGES.items():
-    app.command(name)(one_line_errors(module.command))
-app.command("bench")(one_line_errors(bench.command))
-app.command("predict")(one_line_errors(predict.command))
+def command_line(names=COMMANDS) -> typer.Typer:
+    """The commands `names`, each imported from its stage module."""
+    app = typer.Typer(
+        help="Quantization lab: each command is one DVC stage.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(lambda: None)  # commands stay subcommands even when only one is loaded
+    for name in names:
+        app.command(name)(one_line_errors(importlib.import_module(f"pipeline.stages.{name}").command))
+    return app
+
+
+def __getattr__(name: str):
+    """`from pipeline.__main__ import app`: every command (the tests run them through Typer's CliRunner)."""
+    if name == "app":
+        return command_line()
+    raise AttributeError(name)
+
 
 if __name__ == "__main__":
-    app()
+    # Only the command asked for is imported: a stage process does not pay for every other stage's libraries
+    # (torchvision, ONNX, OpenVINO), seconds each time DVC starts one.
+    asked = sys.argv[1] if len(sys.argv) > 1 else None
+    command_line([asked] if asked in COMMANDS else COMMANDS)()

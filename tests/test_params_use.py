@@ -12,11 +12,10 @@ import pytest
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
-from pipeline.__main__ import app
+from pipeline.__main__ import STAGES, app
 from pipeline.params import Params, Section, load_params
 from tests.conftest import ROOT, tiny_params, write_dataset, write_params
 
-STAGES = ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report")
 OTHER_BACKENDS = ("pt2e", "onnxruntime", "openvino")
 SECTION_OF = {field.annotation: name for name, field in Params.model_fields.items()}
 

@@ -7,16 +7,10 @@ and the eager backend can convert it. mobilenet_v3_small has none in torchvision
 only the pt2e backend quantizes.
 """
 
-import torchvision.models as plain
 from torch import nn
-from torchvision.models import quantization as twins
 
-QUANTIZABLE = {
-    "resnet18": twins.resnet18,
-    "mobilenet_v2": twins.mobilenet_v2,
-    "shufflenet_v2_x0_5": twins.shufflenet_v2_x0_5,
-}
-PLAIN = {"mobilenet_v3_small": plain.mobilenet_v3_small}
+QUANTIZABLE = ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5")  # built from torchvision.models.quantization
+PLAIN = ("mobilenet_v3_small",)  # from torchvision.models
 ARCHITECTURES = (*QUANTIZABLE, *PLAIN)
 FIRST_CONV = {
     "resnet18": "conv1",
@@ -28,10 +22,14 @@ FIRST_CONV = {
 
 def build_torchvision(name: str, channels: int, classes: int) -> nn.Module:
     """The architecture `name` for images of `channels` channels and `classes` classes, randomly initialized."""
+    # Imported here: torchvision's models take over a second to import, which every stage would otherwise pay.
+    import torchvision.models as plain
+    from torchvision.models import quantization as twins
+
     if name in QUANTIZABLE:
-        model = QUANTIZABLE[name](weights=None, quantize=False, num_classes=classes)
+        model = getattr(twins, name)(weights=None, quantize=False, num_classes=classes)
     else:
-        model = PLAIN[name](weights=None, num_classes=classes)
+        model = getattr(plain, name)(weights=None, num_classes=classes)
     first = model.get_submodule(FIRST_CONV[name])
     if first.in_channels != channels:  # torchvision's stems take RGB
         parent, _, child = FIRST_CONV[name].rpartition(".")
