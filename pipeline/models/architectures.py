@@ -17,8 +17,15 @@ from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision
 from pipeline.params import TrainParams
 
 
+# TorchScript files name each traced class by its module path (`__torch__.pipeline.models.MLP`). These classes
+# keep the path they had before this module moved into pipeline/models/, so deployed files keep their bytes.
+TRACED_AS = "pipeline.models"
+
+
 class MLP(nn.Module):
     """Linear-ReLU layers of the given widths, then a Linear classifier (the seed model: 784-50-80-30-10)."""
+
+    __module__ = TRACED_AS
 
     def __init__(self, hidden: list[int], input_shape: list[int], classes: int):
         super().__init__()
@@ -39,6 +46,8 @@ class MLP(nn.Module):
 
 class CNN(nn.Module):
     """Conv-BN-ReLU-MaxPool blocks of the given widths, then a Linear classifier."""
+
+    __module__ = TRACED_AS
 
     def __init__(self, channels: list[int], input_shape: list[int], classes: int):
         super().__init__()
