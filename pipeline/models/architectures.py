@@ -16,7 +16,6 @@ from pipeline.errors import PipelineError
 from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision
 from pipeline.params import TrainParams
 
-
 # TorchScript files name each traced class by its module path (`__torch__.pipeline.models.MLP`). These classes
 # keep the path they had before this module moved into pipeline/models/, so deployed files keep their bytes.
 TRACED_AS = "pipeline.models"
