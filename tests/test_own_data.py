@@ -177,7 +177,9 @@ def own_repo(tmp_path_factory):
     """A git + DVC copy of the pipeline whose data is an image folder outside the repository; a small CNN."""
     base = tmp_path_factory.mktemp("own")
     params = own_params(
-        write_image_folder(base / "images"), "imagefolder", **{"train.arch": "cnn", "train.channels": [8, 16]}
+        write_image_folder(base / "images"),
+        "imagefolder",
+        **{"train.arch": "cnn", "train.channels": [8, 16], "evaluate.batch_sizes": [16]},
     )
     return make_repo(base / "repo", params)
 
