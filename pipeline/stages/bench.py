@@ -110,7 +110,9 @@ def command(
     typer.echo("\n" + tables)
     if markdown is not None:
         title = f"# `make bench`, {date.today()}\n\nMeasured on {machine}: median ms and the fastest form per batch."
-        save_text(f"{title}\n\nFP32 on each runtime:\n\n{tables}\n", markdown)
+        int8 = "Each backend's int8 on each runtime, against the fastest FP32 on any runtime (x: times faster):"
+        fp32, table = "\n".join(fp32_lines), "\n".join(lines)
+        save_text(f"{title}\n\nFP32 on each runtime:\n\n{fp32}\n\n{int8}\n\n{table}\n", markdown)
 
 
 def bench_tables(params: Params, archs: list[str], engines, backends, timing, images: torch.Tensor):
