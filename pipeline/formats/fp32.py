@@ -56,14 +56,19 @@ def read_fp32(location: Path) -> Fp32Model:
     path = model_file(location)
     exported = is_exported(path)
     module, settings = read_exported(path) if exported else read_checkpoint(path)
-    if settings["kind"] != "fp32":
-        method = settings["recipe"].get("method", "")
-        raise PipelineError(
-            f"{path}: is an {settings['kind']} {method} model, but an fp32 model is needed here".replace("  ", " ")
-        )
+    require_kind(settings, "fp32", path)
     # An exported graph stays as it was exported; a module is built and put in eval mode.
     module = module if exported else load_weights(build, module, path)
     return Fp32Model(module, settings["arch"], location)
+
+
+def require_kind(settings: dict, expect: str, path: Path) -> None:
+    """Refuse, naming what it is, a model file of another kind than `expect` (fp32 or int8)."""
+    if settings["kind"] != expect:
+        method = settings["recipe"].get("method", "")
+        raise PipelineError(
+            f"{path}: is an {settings['kind']} {method} model, but an {expect} model is needed here".replace("  ", " ")
+        )
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict]:

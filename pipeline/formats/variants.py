@@ -26,7 +26,7 @@ from pipeline.formats.files import (
     is_exported,
     model_file,
 )
-from pipeline.formats.fp32 import load_weights, read_checkpoint, read_exported
+from pipeline.formats.fp32 import load_weights, read_checkpoint, read_exported, require_kind
 from pipeline.formats.onnx import export_onnx, onnx_settings
 from pipeline.formats.openvino import onnx_to_openvino, openvino_settings
 from pipeline.formats.torchscript import save_deployable
@@ -80,11 +80,8 @@ def read_model(location: Path, expect: str | None = None) -> tuple[nn.Module, di
     else:
         checkpoint, settings = read_checkpoint(path)
         model = load_weights(module_maker(settings, path), checkpoint, path)
-    if expect is not None and settings["kind"] != expect:
-        method = settings["recipe"].get("method", "")
-        raise PipelineError(
-            f"{path}: is an {settings['kind']} {method} model, but an {expect} model is needed here".replace("  ", " ")
-        )
+    if expect is not None:
+        require_kind(settings, expect, path)
     return model, settings
 
 

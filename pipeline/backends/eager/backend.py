@@ -88,8 +88,8 @@ class Eager(Backend):
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         use_engine(recipe.engine)
         int8 = quantize_dynamic(fp32.module, recipe.per_channel)
-        writers = {**eager_writers(int8, fp32.arch), ONNX_FILE: dynamic_twin(fp32.onnx_file, recipe)}
-        save_variant(folder, data, int8_settings(fp32.arch, recipe), writers, TORCHSCRIPT_FILE, recipe.engine)
+        # no exporter writes PyTorch's dynamic int8: its ONNX file is ONNX Runtime's dynamic int8 of FP32's
+        self.save(int8, fp32, recipe, folder, data, {ONNX_FILE: dynamic_twin(fp32.onnx_file, recipe)})
 
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> EagerConversion:
         use_engine(recipe.engine)
@@ -118,7 +118,8 @@ class Eager(Backend):
         return torch.backends.quantized.engine
 
     def save(self, int8: nn.Module, fp32: Fp32Model, recipe, folder: Path, data: DataInfo, extra=None) -> None:
-        """The int8 module's folder: its files, its TorchScript twin, its ONNX export, and any `extra` writers."""
+        """The int8 module's folder: its files, its TorchScript twin, its ONNX export, and any `extra` writers (one
+        of an existing file's name writes that file instead)."""
         writers = {**eager_writers(int8, fp32.arch), ONNX_FILE: onnx_writer(int8, fp32.arch), **(extra or {})}
         save_variant(folder, data, int8_settings(fp32.arch, recipe), writers, TORCHSCRIPT_FILE, recipe.engine)
 
