@@ -29,7 +29,10 @@ with warnings.catch_warnings():
     torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
 
 # The stages in pipeline order, then the commands that are not stages. Each is the module pipeline/stages/<name>.py.
-STAGES = ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "report")
+STAGES = (
+    *("download", "prepare", "train", "export", "dynamic", "static", "qat"),
+    *("evaluate", "layers", "sensitivity", "report"),
+)
 COMMANDS = (*STAGES, "bench", "predict")
 
 

@@ -4,8 +4,8 @@ named in one line with how to install them where they are missing."""
 import importlib
 from types import ModuleType
 
-from pipeline.artifacts import first_line
 from pipeline.errors import PipelineError
+from pipeline.safe_io import first_line
 
 
 def require(module: str) -> ModuleType:

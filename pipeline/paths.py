@@ -7,7 +7,8 @@ RAW_DIR = Path("data/raw")  # download -> prepare: data/raw/<dataset>/
 PREPARED_DIR = Path("data/prepared")  # prepare -> every later stage: train/test/calib.pt and dataset.json
 
 OWN_MODEL = Path("models/own/model.pt2")  # your exported FP32 model, which train adopts (train.arch: exported)
-FP32_MODEL = Path("models/fp32")  # train -> quantization stages, evaluate, layers, sensitivity
+TRAINED_MODEL = Path("models/trained")  # train -> export: the FP32 model's file alone
+FP32_MODEL = Path("models/fp32")  # export -> quantization stages, evaluate, layers, sensitivity
 INT8_MODELS = {method: Path(f"models/int8_{method}") for method in ("dynamic", "static", "qat")}
 VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
 

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.artifacts import atomic_path  # noqa: E402
+from pipeline.safe_io import atomic_path  # noqa: E402
 
 HISTOGRAM_COLUMNS = 6
 

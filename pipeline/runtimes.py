@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import first_line
 from pipeline.errors import PipelineError
 from pipeline.formats.files import runtime_files
 from pipeline.formats.openvino import last_line, read_openvino
 from pipeline.optional import missing, require
+from pipeline.safe_io import first_line
 
 RUNTIMES = ("onnxruntime", "openvino")
 

@@ -146,13 +146,13 @@ def project(tmp_path, raw_dir, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
-    """A project folder where download, prepare and train have run once (shared, read-only for tests)."""
+    """A project folder where every stage up to the three conversions has run once (shared, read-only for tests)."""
     base = tmp_path_factory.mktemp("trained")
     work = base / "work"
     work.mkdir()
     write_params(work / "params.yaml", tiny_params(write_dataset(base / "idx")))
     with contextlib.chdir(work):
-        for stage in ("download", "prepare", "train", "dynamic", "static", "qat"):
+        for stage in ("download", "prepare", "train", "export", "dynamic", "static", "qat"):
             result = CliRunner().invoke(app, [stage])
             assert result.exit_code == 0, result.output
     return work

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import pipeline.formats.archives
+import pipeline.formats.torch_export
 from pipeline.errors import PipelineError
-from pipeline.formats.archives import load_archive
+from pipeline.formats.torch_export import load_archive
 from tests.test_cli import Exploit, assert_clean_failure, run
 
 
@@ -152,7 +152,7 @@ def test_planted_code_is_refused_in_one_line_and_never_runs(clean, tmp_path, nam
 def test_a_plant_past_the_checks_still_cannot_run(clean, tmp_path, monkeypatch, name):
     """The second wall: with the member checks switched off, torch loads the archive with every torch.load forced
     to weights_only, so the plants it would unpickle fail to load instead of running."""
-    monkeypatch.setattr(pipeline.formats.archives, "allowed_members", lambda read, present: present)
+    monkeypatch.setattr(pipeline.formats.torch_export, "allowed_members", lambda read, present: present)
     target, marker = plant(clean, tmp_path, name)
     with pytest.raises(PipelineError, match="not a readable torch.export archive"):
         load_archive(target)

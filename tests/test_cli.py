@@ -29,6 +29,7 @@ def test_help_lists_every_stage():
         "download",
         "prepare",
         "train",
+        "export",
         "dynamic",
         "static",
         "qat",
@@ -77,9 +78,9 @@ def test_prepare_missing_idx(project):
 def test_train_rejects_bad_params(trained, tmp_path, monkeypatch, key, value, message):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
     write_params(tmp_path / "copy/params.yaml", tiny_params(tmp_path / "idx", **{key: value}))
-    before = (tmp_path / "copy/models/fp32/model.pt").read_bytes()
+    before = (tmp_path / "copy/models/trained/model.pt").read_bytes()
     assert_clean_failure(run("train"), message)
-    assert (tmp_path / "copy/models/fp32/model.pt").read_bytes() == before
+    assert (tmp_path / "copy/models/trained/model.pt").read_bytes() == before
 
 
 def test_misspelt_key(trained, tmp_path, monkeypatch):

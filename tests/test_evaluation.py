@@ -6,14 +6,14 @@ import time
 import pytest
 import torch
 
-from pipeline.artifacts import load_json
 from pipeline.data.prepared import load_split
 from pipeline.formats.files import deployable_path
 from pipeline.formats.variants import load_model
-from pipeline.measure.fidelity import confusion_matrix, per_class_accuracy, sqnr_db
+from pipeline.measure.accuracy import confusion_matrix, per_class_accuracy, sqnr_db
 from pipeline.measure.latency import best_of, compiled_forms, time_calls
 from pipeline.measure.sizes import floor_bytes
 from pipeline.measure.variants import runtime_label
+from pipeline.safe_io import load_json
 from tests.test_cli import run
 
 

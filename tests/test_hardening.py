@@ -10,7 +10,7 @@ from pipeline.paths import INT8_MODELS
 from tests.conftest import IDX_ARCH, CliRunner
 from tests.test_cli import assert_clean_failure, run
 
-STAGES = ("train", "dynamic", "static", "qat")
+STAGES = ("train", "export", "dynamic", "static", "qat")
 
 
 def same(a, b) -> bool:

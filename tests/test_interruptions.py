@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts
+from pipeline import safe_io
 from pipeline.__main__ import app
 from pipeline.data.published import DataFile, Dataset
 from pipeline.formats.variants import load_model
@@ -50,18 +50,18 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_train_interrupted_then_rerun(trained, tmp_path, sig):
     work = shutil.copytree(trained, tmp_path / "work")
-    shutil.rmtree(work / "models/fp32")  # as DVC removes a stage's outputs before running it
+    shutil.rmtree(work / "models/trained")  # as DVC removes a stage's outputs before running it
     params = tiny_params(tmp_path / "idx")
     write_params(work / "params.yaml", {**params, "train": {**params["train"], "epochs": 10_000}})
     process = start([sys.executable, "-m", "pipeline", "train"], work)
     wait_for_line(process, "epoch 2 ")
     process.send_signal(sig)
     assert process.wait(timeout=30) != 0
-    assert not (work / "models/fp32").exists() and leftovers(work) == []
+    assert not (work / "models/trained").exists() and leftovers(work) == []
     write_params(work / "params.yaml", params)
     with contextlib.chdir(work):
         assert CliRunner().invoke(app, ["train"]).exit_code == 0
-    load_model(work / "models/fp32/model.pt")
+    load_model(work / "models/trained/model.pt")
 
 
 class StallingHandler(BaseHTTPRequestHandler):
@@ -143,22 +143,22 @@ def kill_at_step(kill_at: int) -> None:
 
         return step
 
-    for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (artifacts, "exchange")):
+    for module, name in ((os, "rename"), (os, "unlink"), (os, "rmdir"), (safe_io, "exchange")):
         setattr(module, name, killing(getattr(module, name)))
 
 
 # `static`, killed at the `argv[1]`-th file operation from the start of its swap.
 KILL_AT_SWAP = """
 import sys
-import pipeline.artifacts as artifacts
+import pipeline.safe_io as safe_io
 from pipeline.__main__ import app
 from tests.test_interruptions import kill_at_step
 
-def swap_in(new, path, swap=artifacts.swap_in):
+def swap_in(new, path, swap=safe_io.swap_in):
     kill_at_step(int(sys.argv[1]))
     swap(new, path)
 
-artifacts.swap_in = swap_in
+safe_io.swap_in = swap_in
 app(["static"])
 """
 
@@ -177,7 +177,7 @@ def test_a_stage_killed_at_each_step_of_the_swap_leaves_the_old_folder_or_the_ne
         process = subprocess.run(command, cwd=work, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert process.returncode == -signal.SIGKILL, process.stderr.decode()
         seen.append(snapshot(folder))
-        artifacts.recover(folder)
+        safe_io.recover(folder)
         assert leftovers(work) == [] and not list(folder.parent.glob(".*.old-*"))
         shutil.rmtree(folder)
         shutil.copytree(trained / "models/int8_static", folder)  # the old folder again, for the next kill
@@ -193,7 +193,7 @@ def swap_killed_at(kill_at: int, new: Path, path: Path) -> bool:
     child = os.fork()
     if child == 0:
         kill_at_step(kill_at)
-        artifacts.swap_in(new, path)
+        safe_io.swap_in(new, path)
         shutil.rmtree(new)
         os._exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == -signal.SIGKILL
@@ -205,7 +205,7 @@ def test_a_swap_killed_at_any_step_is_recovered_whole(tmp_path, monkeypatch, one
     without it (rename the old aside, the new in): after the kill, the next writer's `recover` leaves the old
     folder or the new one, whole, and nothing beside it."""
     if not one_step:
-        monkeypatch.setattr(artifacts, "exchange", lambda first, second: False)
+        monkeypatch.setattr(safe_io, "exchange", lambda first, second: False)
     old, new = {f"{name}": b"old " + name.encode() for name in "abc"}, {"a": b"new a", "d": b"new d"}
     outcomes, killed = [], True
     for kill_at in range(1, 20):
@@ -217,7 +217,7 @@ def test_a_swap_killed_at_any_step_is_recovered_whole(tmp_path, monkeypatch, one
         killed = swap_killed_at(kill_at, incoming, path)
         if not killed:
             break  # the swap and the deletion ran to the end before step `kill_at`
-        artifacts.recover(path)
+        safe_io.recover(path)
         assert snapshot(path) in (old, new), f"killed at step {kill_at}"
         assert sorted(item.name for item in path.parent.iterdir()) == ["model"]
         outcomes.append("old" if snapshot(path) == old else "new")

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.__main__ import STAGES
 from pipeline.backends.eager.modules import use_engine
 from pipeline.data.prepared import load_split, read_info
-from pipeline.formats.contract import read_contract
 from pipeline.formats.files import deployable_path
+from pipeline.formats.input_contract import read_contract
 from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
 from tests.test_pipeline import commit, make_repo, sh
@@ -187,7 +188,7 @@ def own_repo(tmp_path_factory):
 def repro_every_stage(repo) -> dict:
     """`dvc repro` runs every stage, and every variant tells the three colours apart; the metrics."""
     log = sh("dvc", "repro", cwd=repo)
-    for stage in ("download", "prepare", "train", "dynamic", "static", "qat", "evaluate", "layers", "sensitivity"):
+    for stage in STAGES[:-1]:  # all but report
         assert f"Running stage '{stage}'" in log
     metrics = json.loads((repo / "reports/details.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):

@@ -65,6 +65,8 @@ def test_adopted_model_is_checked_and_saved_with_its_contract(own):
     result = run("train")
     assert result.exit_code == 0, result.output
     assert "adopted models/own/model.pt2: test accuracy" in result.output
+    assert (own / "models/trained/model.pt2").is_file()
+    assert run("export").exit_code == 0
     assert (own / "models/fp32/model.pt2").is_file() and (own / "models/fp32/model.json").is_file()
 
 
@@ -72,7 +74,7 @@ def test_a_pickled_module_is_refused_with_the_lines_to_export_it(own):
     (own / "models/own").mkdir(parents=True)
     torch.save(Residual(), own / "models/own/model.pt")
     assert_clean_failure(run("train"), "found model.pt, a pickled module, which is refused; export it in your own code")
-    assert not (own / "models/fp32").exists()
+    assert not (own / "models/trained").exists()
 
 
 def test_input_shape_that_does_not_fit_the_images_names_both(own):
@@ -82,7 +84,7 @@ def test_input_shape_that_does_not_fit_the_images_names_both(own):
     assert run("prepare").exit_code == 0
     assert_clean_failure(run("train"), "takes images of shape ['s")
     assert "but the prepared images are [N, 3, 10, 10]" in run("train").output
-    assert not (own / "models/fp32").exists()
+    assert not (own / "models/trained").exists()
 
 
 def test_outputs_that_do_not_match_the_classes_are_named(own):
@@ -109,7 +111,7 @@ def test_a_planted_pickle_is_refused_and_does_not_run(own, tmp_path):
             data = planted.getvalue() if "/sample_inputs/" in record.filename else source.read(record)
             archive.writestr(record, data)
     assert_clean_failure(run("train"), "refused to load: its example inputs is a pickle that can run code")
-    assert not marker.exists() and not (own / "models/fp32").exists()
+    assert not marker.exists() and not (own / "models/trained").exists()
     try:  # the plant is live: torch's own load runs it
         torch.export.load(target)
     except Exception:
@@ -148,12 +150,9 @@ def test_a_new_model_file_reruns_what_follows_the_model_only(exported_repo):
     export_trained(exported_repo / "models/own/model.pt2", seed=1)
     status = sh("dvc", "status", cwd=exported_repo)
     assert "train:" in status and "models/own" in status
-    log = sh("dvc", "repro", "train", cwd=exported_repo)
-    assert (
-        "Running stage 'train'" in log
-        and "Running stage 'download'" not in log
-        and "Running stage 'prepare'" not in log
-    )
+    log = sh("dvc", "repro", "export", cwd=exported_repo)
+    assert "Running stage 'train'" in log and "Running stage 'export'" in log
+    assert "Running stage 'download'" not in log and "Running stage 'prepare'" not in log
     status = sh("dvc", "status", cwd=exported_repo).splitlines()
     stale = {line.rstrip(":") for line in status if line.endswith(":") and not line.startswith("\t")}
-    assert stale == {"dynamic", "static", "qat", "evaluate", "layers", "sensitivity"}  # what reads the model
+    assert stale == {"dynamic", "static", "qat", "evaluate", "layers", "sensitivity"}  # what reads the FP32 model

@@ -20,7 +20,8 @@ from pipeline.backends.eager.modules import (
 )
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe
 from pipeline.data.prepared import load_split
-from pipeline.formats.fp32 import Fp32Model, save_fp32
+from pipeline.formats.fp32 import Fp32Model, save_trained
+from pipeline.formats.fp32_export import export_fp32
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import load_checkpoint, load_model
 from pipeline.measure.sizes import measure_size
@@ -98,7 +99,8 @@ def test_classic_mlp_file_sizes(tmp_path):
     images = torch.rand(64, 1, 28, 28)
     qat = prepare_qat(model, "x86", per_channel=False)
     qat(images)  # one training-mode pass, so the fake quantizers have ranges to convert with
-    save_fp32(model, arch, tmp_path / "fp32", IDX_INFO)
+    save_trained(model, arch, tmp_path / "trained")
+    export_fp32(tmp_path / "trained", tmp_path / "fp32", IDX_INFO)
     fp32_size = (tmp_path / "fp32/model.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
     # PyTorch cannot export dynamic int8 to ONNX: its ONNX file is ONNX Runtime's dynamic int8 of FP32's

@@ -20,7 +20,7 @@ from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import export_onnx, onnx_floor_bytes
 from pipeline.formats.openvino import onnx_to_openvino
 from pipeline.formats.variants import read_settings
-from pipeline.measure.fidelity import agreement
+from pipeline.measure.accuracy import agreement
 from pipeline.measure.sizes import openvino_floor_bytes
 from pipeline.models.architectures import architecture, build, example_input
 from pipeline.params import load_params

@@ -32,7 +32,7 @@ class Calibration:
 
 class Conversion(Protocol):
     """A static recipe applied to one FP32 model with some layers kept in FP32: what sensitivity ranks layers
-    with and what the `static.max_accuracy_drop` search tries (`pipeline.mixed_precision`)."""
+    with and what the `static.max_accuracy_drop` search tries (`pipeline.backends.mixed_precision`)."""
 
     model: nn.Module
     images: torch.Tensor

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import atomic_path
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.formats.onnx import INPUT, label_onnx, onnx_nodes
 from pipeline.formats.variants import Writer
 from pipeline.optional import require
+from pipeline.safe_io import atomic_path
 
 # ONNX Runtime's calibration for PyTorch's observers of the same name; it has none like HistogramObserver's
 OBSERVERS = {"minmax": {}, "moving_average_minmax": {"CalibMovingAverage": True}}

@@ -38,9 +38,9 @@ from pipeline.backends.onnxruntime_quantizer import dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.archives import write_archive
 from pipeline.formats.files import EXPORTED_FILE, ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.torch_export import write_archive
 from pipeline.formats.variants import int8_settings, onnx_writer, save_variant
 
 ACTIVATION_OBSERVERS = {

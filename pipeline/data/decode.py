@@ -12,8 +12,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.artifacts import first_line
 from pipeline.errors import PipelineError
+from pipeline.safe_io import first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Larger images are refused before they are decoded: a few bytes of PNG can claim 20,000 x 20,000 pixels and take

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import load_json, load_torch, save_json
 from pipeline.errors import PipelineError
+from pipeline.safe_io import load_json, load_torch, save_json
 
 INFO_FILE = "dataset.json"
 PREPARED_TYPES = (torch.uint8, torch.float32)

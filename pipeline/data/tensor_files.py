@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import load_torch
 from pipeline.data.decode import conform
 from pipeline.errors import PipelineError
+from pipeline.safe_io import load_torch
 
 SPLIT_FILES = {"train": "train.pt", "test": "test.pt"}
 IMAGE_TYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -4,11 +4,11 @@ The FP32 model is the folder `models/fp32/`, and each int8 variant the folder `m
 what made it:
 - eager (torch.ao): `model.pt`, tensors and plain settings only (`pipeline.formats.variants`), and `model.ts`, the
   same model traced and frozen into TorchScript: the file a user deploys (`pipeline.formats.torchscript`);
-- pt2e (torchao), and an FP32 model you exported: `model.pt2`, a torch.export archive (`pipeline.formats.archives`);
+- pt2e (torchao), and an FP32 model you exported: `model.pt2`, a torch.export archive (`pipeline.formats.torch_export`);
 - `model.onnx`, the same model for ONNX Runtime and OpenVINO (`pipeline.formats.onnx`), and for the openvino
   backend `model.xml` with its weights in `model.bin` (`pipeline.formats.openvino`). A variant made by a runtime's
   own quantizer holds only the runtime's file.
-Beside the deployable file lies its input contract, `model.json` (`pipeline.formats.contract`).
+Beside the deployable file lies its input contract, `model.json` (`pipeline.formats.input_contract`).
 """
 
 from pathlib import Path

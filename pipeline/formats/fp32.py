@@ -1,8 +1,7 @@
-"""The FP32 model's folder, written by `train` and read by every stage that starts from it.
+"""The FP32 model's file: written by `train`, read by `export` and by every stage that starts from the FP32 model.
 
-It holds `model.pt` (weights and the arch that rebuilds the module; nothing pickled) and its TorchScript twin
-`model.ts`, or for a model you exported its torch.export archive `model.pt2`; the same model as `model.onnx`, which
-the runtimes' quantizers start from; and the deployable file's input contract.
+It is `model.pt` (weights and the arch that rebuilds the module; nothing pickled), or for a model you exported its
+torch.export archive `model.pt2`. `export` (`pipeline.formats.fp32_export`) adds the files deployed beside it.
 """
 
 from dataclasses import dataclass
@@ -11,16 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.artifacts import atomic_dir, first_line, load_torch, save_torch
-from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.archives import SETTINGS_ENTRY, load_archive, write_archive
-from pipeline.formats.contract import write_contract
-from pipeline.formats.files import EAGER_FILE, EXPORTED_FILE, ONNX_FILE, deployable_path, is_exported, model_file
+from pipeline.formats.files import EAGER_FILE, EXPORTED_FILE, is_exported, model_file
 from pipeline.formats.files import onnx_file as onnx_file_of
-from pipeline.formats.onnx import export_onnx
-from pipeline.formats.torchscript import save_deployable
-from pipeline.models.architectures import build, example_input
+from pipeline.formats.torch_export import SETTINGS_ENTRY, load_archive, write_archive
+from pipeline.models.architectures import build
+from pipeline.safe_io import atomic_dir, first_line, load_torch, save_torch
 
 
 @dataclass(frozen=True)
@@ -36,19 +31,15 @@ class Fp32Model:
         return onnx_file_of(self.location)
 
 
-def save_fp32(model: nn.Module, arch: dict, folder: Path, data: DataInfo) -> None:
-    """The FP32 model's folder, whole or not at all: the checkpoint (weights and arch) and its TorchScript twin,
-    or for a model you exported its torch.export archive; and the deployable file's input contract."""
+def save_trained(model: nn.Module | torch.export.ExportedProgram, arch: dict, folder: Path) -> None:
+    """The folder `train` writes, whole or not at all: the checkpoint (weights and arch), or for a model you
+    exported its torch.export archive."""
     settings = {"kind": "fp32", "arch": arch}
     with atomic_dir(folder) as temporary:
         if isinstance(model, torch.export.ExportedProgram):
             write_archive(model, settings, temporary / EXPORTED_FILE)
-            model = model.module()
         else:
             save_torch({**settings, "state_dict": model.state_dict()}, temporary / EAGER_FILE)
-            save_deployable(model, example_input(arch), deployable_path(temporary))
-        export_onnx(model, example_input(arch), settings, temporary / ONNX_FILE)
-        write_contract(deployable_path(temporary), data, engine=None)
 
 
 def read_fp32(location: Path) -> Fp32Model:

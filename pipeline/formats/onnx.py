@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.artifacts import atomic_path, first_line
 from pipeline.errors import PipelineError
 from pipeline.formats.files import SETTINGS_KEY
 from pipeline.optional import require
+from pipeline.safe_io import atomic_path, first_line
 
 INPUT, OUTPUT = "images", "logits"
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata of the dynamo exporter

@@ -28,7 +28,7 @@ def last_line(error: Exception) -> str:
 
 def save_openvino(model, settings: dict, path: Path) -> None:
     """Write an OpenVINO model as `path` (.xml) and its weights beside it (.bin), `settings` in its rt_info, into
-    a variant's temporary folder (`pipeline.artifacts.atomic_dir`): OpenVINO names the .bin after the .xml, so the
+    a variant's temporary folder (`pipeline.safe_io.atomic_dir`): OpenVINO names the .bin after the .xml, so the
     pair is made whole by the folder. Weights are kept at their own widths: OpenVINO would otherwise store FP32
     weights as float16."""
     ov = require("openvino")

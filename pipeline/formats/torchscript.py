@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.artifacts import atomic_path, copy_zip, first_line
 from pipeline.errors import PipelineError
+from pipeline.safe_io import atomic_path, copy_zip, first_line
 
 
 def save_deployable(model: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -11,12 +11,10 @@ from pathlib import Path
 
 from torch import nn
 
-from pipeline.artifacts import atomic_dir, save_torch
 from pipeline.backends.eager.modules import empty_int8
 from pipeline.backends.recipes import recipe_from
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.contract import write_contract
 from pipeline.formats.files import (
     EAGER_FILE,
     ONNX_FILE,
@@ -27,10 +25,12 @@ from pipeline.formats.files import (
     model_file,
 )
 from pipeline.formats.fp32 import load_weights, read_checkpoint, read_exported, require_kind
+from pipeline.formats.input_contract import write_contract
 from pipeline.formats.onnx import export_onnx, onnx_settings
 from pipeline.formats.openvino import onnx_to_openvino, openvino_settings
 from pipeline.formats.torchscript import save_deployable
 from pipeline.models.architectures import build, example_input
+from pipeline.safe_io import atomic_dir, save_torch
 
 # Writes one file of a variant into its temporary folder, given the settings every file records.
 Writer = Callable[[dict, Path], None]

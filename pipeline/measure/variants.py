@@ -7,16 +7,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.artifacts import save_json
 from pipeline.backends.recipes import Recipe, recipe_from
 from pipeline.errors import PipelineError
 from pipeline.formats.files import deployable_path, holds_pytorch_model, is_exported, is_torchscript
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model, read_settings
-from pipeline.measure.fidelity import agreement, logits, score
+from pipeline.measure.accuracy import agreement, logits, score
 from pipeline.measure.latency import best_of, compiled_forms
 from pipeline.measure.sizes import measure_size
 from pipeline.runtimes import RUNTIMES, runtime_forms
+from pipeline.safe_io import save_json
 
 
 @dataclass

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import first_line
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.archives import load_archive
+from pipeline.formats.torch_export import load_archive
+from pipeline.safe_io import first_line
 
 
 def how_to_export(path: Path) -> str:

@@ -20,18 +20,19 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import save_text
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import BACKENDS, planned
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.fp32 import read_fp32, save_fp32
+from pipeline.formats.fp32 import read_fp32, save_trained
+from pipeline.formats.fp32_export import export_fp32
 from pipeline.measure.latency import best_of, cpu_info, cpu_model, time_models
 from pipeline.measure.variants import load_variant
 from pipeline.models.architectures import architecture, build
 from pipeline.optional import missing
 from pipeline.params import PARAMS_FILE, Params, ParamsOption, load_params
 from pipeline.runtimes import RUNTIMES
+from pipeline.safe_io import save_text
 
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
@@ -144,7 +145,8 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
     timed together."""
     arch = architecture(params.train, IDX_DATA)
     torch.manual_seed(params.seed)
-    save_fp32(build(arch).eval(), arch, workdir / "fp32", IDX_DATA)
+    save_trained(build(arch).eval(), arch, workdir / "trained")
+    export_fp32(workdir / "trained", workdir / "fp32", IDX_DATA)
     threads = params.evaluate.threads
     forms = {"fp32": load_variant(workdir / "fp32", threads).forms}
     calibration = Calibration(images, params.calibration.batches)

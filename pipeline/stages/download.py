@@ -20,12 +20,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline.artifacts import atomic_dir, atomic_path, first_line
 from pipeline.data.decode import IMAGE_SUFFIXES
 from pipeline.data.published import DataFile, Dataset, registry
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import RAW_DIR
+from pipeline.safe_io import atomic_dir, atomic_path, first_line
 
 
 def md5_of(stream) -> str:

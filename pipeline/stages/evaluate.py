@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import save_json
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import load_split
-from pipeline.measure.fidelity import logits
+from pipeline.measure.accuracy import logits
 from pipeline.measure.latency import time_models, unsaved_forms
 from pipeline.measure.machine import cuda_latency, environment
 from pipeline.measure.variants import (
@@ -36,6 +35,7 @@ from pipeline.measure.variants import (
 )
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE, PLOTS_DIR, PREPARED_DIR, VARIANTS
+from pipeline.safe_io import save_json
 
 
 def command(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import typer
 
-from pipeline.artifacts import save_json
 from pipeline.backends.eager.modules import has_eager_twin
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import StaticRecipe
@@ -19,6 +18,7 @@ from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.layers import DIFFERENCES, recompute
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.safe_io import save_json
 
 LAYERS_FILE = PLOTS_DIR / "layers.json"
 HISTOGRAMS_FILE = PLOTS_DIR / "weight_histograms.json"

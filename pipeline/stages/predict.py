@@ -14,17 +14,17 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import first_line
 from pipeline.backends.eager.modules import use_engine
 from pipeline.data.decode import IMAGE_SUFFIXES, read_image
 from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.errors import PipelineError
-from pipeline.formats.contract import contract_path, read_contract
 from pipeline.formats.files import deployable_path, is_exported, runtime_of
+from pipeline.formats.input_contract import contract_path, read_contract
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model
 from pipeline.measure.latency import compiled
 from pipeline.runtimes import MAKERS
+from pipeline.safe_io import first_line
 
 BATCH = 256
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import save_torch
 from pipeline.data.decode import conform
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import read_image_folder
@@ -23,6 +22,7 @@ from pipeline.data.tensor_files import read_tensor_files
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, DataParams, ParamsOption, load_params
 from pipeline.paths import PREPARED_DIR, RAW_DIR
+from pipeline.safe_io import save_torch
 
 
 def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:

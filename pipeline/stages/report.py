@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pipeline.artifacts import load_json, save_text
 from pipeline.paths import DETAILS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
+from pipeline.safe_io import load_json, save_text
 
 FIGURES_DIR = Path("reports/figures")
 SUMMARY_FILE = Path("reports/summary.md")

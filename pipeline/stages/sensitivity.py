@@ -6,7 +6,7 @@ For each quantizable layer, with the static recipe of params.yaml and its backen
 set) when only that layer is int8 and when every layer but that one is int8, and (eager backend) the SQNR of its
 weights and of its output activations in the full int8 model against FP32. Rows are sorted, most sensitive
 first; `static.skip_layers` takes these names. The search behind `static.max_accuracy_drop` is
-`pipeline.mixed_precision.fewest_float_layers`.
+`pipeline.backends.mixed_precision.fewest_float_layers`.
 """
 
 from pathlib import Path
@@ -15,15 +15,15 @@ import torch
 import typer
 from tqdm import tqdm
 
-from pipeline.artifacts import save_json
 from pipeline.backends.interface import Calibration, Conversion
+from pipeline.backends.mixed_precision import points
 from pipeline.backends.registry import backend_named, conversion_recipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
-from pipeline.mixed_precision import points
 from pipeline.models.architectures import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.safe_io import save_json
 
 SENSITIVITY_FILE = PLOTS_DIR / "sensitivity.json"
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast

@@ -9,11 +9,11 @@ from pathlib import Path
 import typer
 
 from pipeline.backends.interface import Calibration
+from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import planned
 from pipeline.data.prepared import load_split, read_info
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
-from pipeline.mixed_precision import fewest_float_layers
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 

@@ -8,20 +8,20 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.artifacts import save_json
 from pipeline.data.prepared import load_split, read_info
-from pipeline.formats.fp32 import save_fp32
+from pipeline.formats.fp32 import save_trained
 from pipeline.models.architectures import accuracy, architecture, build
 from pipeline.models.exported import adopt
 from pipeline.models.training import fit, pick_device
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, OWN_MODEL, PREPARED_DIR, TRAINING_HISTORY
+from pipeline.paths import OWN_MODEL, PREPARED_DIR, TRAINED_MODEL, TRAINING_HISTORY
+from pipeline.safe_io import save_json
 
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt and dataset.json"),
-    out: Path = typer.Option(FP32_MODEL, "--out", help="folder for the FP32 model"),
+    out: Path = typer.Option(TRAINED_MODEL, "--out", help="folder for the FP32 model's file"),
     own_model: Path = typer.Option(OWN_MODEL, "--own", help="your exported model, for train.arch: exported"),
     history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
 ) -> None:
@@ -36,7 +36,7 @@ def command(
     if params.train.arch == "exported":
         program, arch = adopt(own_model, data, test[0])
         typer.echo(f"adopted {own_model}: test accuracy {accuracy(program.module(), *test):.4f}")
-        save_fp32(program, arch, out, data)
+        save_trained(program, arch, out)
         save_json([], history_out)  # no training, no history
         return
     arch = architecture(params.train, data)
@@ -53,5 +53,5 @@ def command(
         device=device,
         test=test,
     )
-    save_fp32(model, arch, out, data)
+    save_trained(model, arch, out)
     save_json(history, history_out)

@@ -32,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import eager_writers, int8_settings, onnx_writer, save_variant
-from pipeline.measure.fidelity import sqnr_db
+from pipeline.measure.accuracy import sqnr_db
 
 
 class EagerConversion:

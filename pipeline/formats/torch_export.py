@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import atomic_path, copy_zip, first_line, unpickling_reason
 from pipeline.errors import PipelineError
+from pipeline.safe_io import atomic_path, copy_zip, first_line, unpickling_reason
 
 SETTINGS_ENTRY = "quantlab.json"  # the extra file of an archive of this pipeline: kind, arch and recipe
 # What torch.export.save writes, relative to the archive's root folder: these fixed records, then per model

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import load_json, save_json
 from pipeline.data.prepared import DataInfo, info_from
 from pipeline.errors import PipelineError
+from pipeline.safe_io import load_json, save_json
 
 INPUTS = (
     "float32 (N, channels, height, width): pixels / 255 for 8-bit images, then (x - mean) / std per channel "
