@@ -119,6 +119,7 @@ class EvaluateParams(Section):
     warmup: int = Field(ge=0, le=1_000_000)
     repeats: Size
     max_seconds: Seconds  # per form and batch size: timing stops early past it (at least 10 calls)
+    resamples: int = Field(ge=100, le=1_000_000)  # paired bootstrap resamples for each accuracy change's interval
 
 
 class Params(Section):

@@ -43,9 +43,18 @@ def plot_training(history: list[dict], path: Path) -> None:
 def plot_accuracy_vs_size(variants: list[dict], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for row, marker in zip(variants, "os^Dv*"):  # distinct markers: int8 variants often sit on top of each other
-        axis.scatter(row["size_kb"], row["accuracy"] * 100, s=70, marker=marker, alpha=0.8, label=row["variant"])
+        points = axis.scatter(
+            row["size_kb"], row["accuracy"] * 100, s=70, marker=marker, alpha=0.8, label=row["variant"]
+        )
+        if "accuracy_low" in row:  # the 95% interval of its change from FP32, drawn from FP32's accuracy
+            low, high = row["accuracy_low"] * 100, row["accuracy_high"] * 100
+            color = points.get_facecolor()[0]
+            axis.errorbar(row["size_kb"], (low + high) / 2, yerr=(high - low) / 2, color=color, capsize=4, alpha=0.6)
     axis.legend()
     axis.set(title="Accuracy vs model size", xlabel="file size (KB)", ylabel="test accuracy (%)")
+    axis.annotate(
+        "bars: FP32's accuracy plus the change's 95% interval", (0.02, 0.02), xycoords="axes fraction", fontsize=7
+    )
     axis.grid(alpha=0.3)
     save_figure(figure, path)
 

@@ -62,12 +62,16 @@ MAKERS = {"onnxruntime": onnxruntime_runnable, "openvino": openvino_runnable}
 
 
 def runtime_forms(folder: Path, threads: int) -> tuple[dict[str, Runnable], dict[str, str]]:
-    """Every installed runtime's runnable for the files in `folder`, and why any other was left out."""
+    """Every installed runtime's runnable for the files in `folder`, and why any other was left out: not
+    installed, or unable to load the file."""
     forms, left_out = {}, {}
     for runtime, path in runtime_files(folder).items():
         reason = missing(runtime)
-        if reason is None:
-            forms[runtime] = MAKERS[runtime](path, threads)
-        else:
+        if reason is not None:
             left_out[runtime] = f"not measured: {reason}"
+            continue
+        try:
+            forms[runtime] = MAKERS[runtime](path, threads)
+        except PipelineError as error:
+            left_out[runtime] = f"not measured: {error}"
     return forms, left_out

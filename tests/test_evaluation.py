@@ -9,10 +9,10 @@ import torch
 from pipeline.data.prepared import load_split
 from pipeline.formats.files import deployable_path
 from pipeline.formats.variants import load_model
-from pipeline.measure.accuracy import confusion_matrix, per_class_accuracy, sqnr_db
+from pipeline.measure.accuracy import change_interval, confusion_matrix, per_class_accuracy, sqnr_db
 from pipeline.measure.latency import best_of, compiled_forms, time_calls
 from pipeline.measure.sizes import floor_bytes
-from pipeline.measure.variants import runtime_label
+from pipeline.measure.variants import runtime_label, verdict
 from pipeline.safe_io import load_json
 from tests.test_cli import run
 
@@ -48,6 +48,23 @@ def test_sqnr_and_confusion_by_hand():
     assert confusion[0, 0] == 1 and confusion[1, 1] == 1 and confusion[2, 1] == 1 and confusion[2, 2] == 1
     accuracy = per_class_accuracy(confusion)
     assert accuracy["0"] == 1.0 and accuracy["2"] == 0.5
+
+
+def test_the_change_interval_is_the_paired_bootstrap_by_hand():
+    """The interval from multinomial counts is the one resampling image indices gives (the textbook bootstrap)."""
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(2000, generator=generator) < 0.85
+    correct = reference.clone()
+    flipped = torch.rand(2000, generator=generator) < 0.05  # 5% of images change side, more of them to wrong
+    correct[flipped] = torch.rand(int(flipped.sum()), generator=generator) < 0.3
+    change = (correct.long() - reference.long()).double()
+    indices = torch.randint(2000, (4000, 2000), generator=generator)
+    by_hand = torch.quantile(change[indices].mean(1), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+    low, high = change_interval(correct, reference, 10_000, seed=0)
+    assert low == pytest.approx(by_hand[0], abs=0.0015) and high == pytest.approx(by_hand[1], abs=0.0015)
+    assert high < 0 and verdict([low, high]) == "loses accuracy"
+    assert change_interval(reference, reference, 1000, seed=0) == [0, 0]
+    assert verdict([-0.001, 0.002]) == "no measurable change" and verdict([0.001, 0.002]) == "gains accuracy"
 
 
 def test_floor_counts_int8_weights_float_biases_and_scales(trained):
@@ -96,6 +113,9 @@ def test_metrics_name_both_sides_and_every_form(trained, tmp_path, monkeypatch):
         assert set(entry["runtime_agreement"]) == {"onnxruntime", "openvino"}
         assert min(entry["runtime_agreement"].values()) >= least, entry["runtime_agreement"]
         assert set(entry["files"]) == {"torchscript", "onnx"}
+        low, high = entry["vs_fp32"]["accuracy_change_ci95"]
+        assert low <= entry["vs_fp32"]["accuracy_change"] <= high
+        assert entry["vs_fp32"]["accuracy_verdict"] == verdict([low, high])
     assert metrics["best_int8"] in ("dynamic", "static", "qat")
     assert isinstance(metrics["fp32_cuda"], dict) or metrics["fp32_cuda"].startswith("not measured")
     assert len(load_json(tmp_path / "plots/confusion_best_int8.json")) == 200

@@ -233,7 +233,7 @@ def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_
     report = json.loads(metrics.read_text())
     for name in ("fp32", "dynamic", "static", "qat"):
         assert "openvino" in report[name]["forms"] and "onnxruntime" not in report[name]["forms"]
-        assert "onnxruntime is not installed" in report["runtimes_left_out"][name]["onnxruntime"]
+        assert "onnxruntime is not installed" in report["forms_left_out"][name]["onnxruntime"]
     assert report["environment"]["onnxruntime"] == "not installed"
 
 

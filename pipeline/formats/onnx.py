@@ -38,7 +38,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, settings: dict, path: P
             if isinstance(model, torch.fx.GraphModule):
                 program = torch.onnx.export(
                     model,
-                    (example,),
+                    # torch.export specializes a dimension of size 1 to that constant: from a batch of one, some
+                    # graphs (torchvision's VisionTransformer) came out with their batch fixed at 1.
+                    (example[:1].expand(2, *example.shape[1:]),),
                     input_names=[INPUT],
                     output_names=[OUTPUT],
                     dynamo=True,
@@ -60,6 +62,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, settings: dict, path: P
         except Exception as error:  # the exporters raise many classes, each with a long report
             raise PipelineError(f"{path}: the model cannot be exported to ONNX ({first_line(error)})") from None
         label_onnx(temporary, settings)
+        require_free_batch(temporary, path)
+
+
+def require_free_batch(path: Path, named: Path) -> None:
+    """Refuse an ONNX file that the checker rejects or whose input has a fixed batch size: ONNX Runtime would
+    refuse every other batch size only when evaluation runs it."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+    except Exception as error:  # onnx.checker.ValidationError, or an inference error from its shape check
+        raise PipelineError(f"{named}: the ONNX exporter wrote an invalid graph ({first_line(error)})") from None
+    batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
+    if not batch.dim_param:
+        raise PipelineError(f"{named}: the ONNX exporter fixed the batch size at {batch.dim_value}; it must be free")
 
 
 def label_onnx(path: Path, settings: dict) -> None:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,3 +43,19 @@ def score(model_logits: torch.Tensor, labels: torch.Tensor, reference_logits: to
         result["agreement"] = agreement(predicted, reference_logits.argmax(1))
         result["logit_sqnr_db"] = sqnr_db(reference_logits, model_logits)
     return result
+
+
+def change_interval(correct: torch.Tensor, reference_correct: torch.Tensor, resamples: int, seed: int) -> list[float]:
+    """The 95% interval of the accuracy change from a reference model to a model, by a paired bootstrap over the
+    test images: each resample draws the images with replacement and both models are scored on the same draw.
+
+    Per image the change is +1 (only the model is right), -1 (only the reference is) or 0, so a resample's mean
+    change depends only on how many of each it draws: one multinomial draw of those counts is exactly one
+    bootstrap resample, and 10,000 of them take milliseconds where resampling index arrays would take seconds."""
+    change = correct.long() - reference_correct.long()
+    images = len(change)
+    shares = [(change == 1).sum().item() / images, (change == -1).sum().item() / images]
+    counts = np.random.default_rng(seed).multinomial(images, [*shares, 1 - sum(shares)], size=resamples)
+    means = (counts[:, 0] - counts[:, 1]) / images
+    low, high = np.quantile(means, [0.025, 0.975])
+    return [round(float(low), 4), round(float(high), 4)]

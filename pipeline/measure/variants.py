@@ -12,7 +12,7 @@ from pipeline.errors import PipelineError
 from pipeline.formats.files import deployable_path, holds_pytorch_model, is_exported, is_torchscript
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model, read_settings
-from pipeline.measure.accuracy import agreement, logits, score
+from pipeline.measure.accuracy import agreement, change_interval, logits, score
 from pipeline.measure.latency import best_of, compiled_forms
 from pipeline.measure.sizes import measure_size
 from pipeline.runtimes import RUNTIMES, runtime_forms
@@ -22,8 +22,8 @@ from pipeline.safe_io import save_json
 @dataclass
 class Variant:
     """A model as evaluation runs it: its PyTorch module where it has one, what its files say it is (and for int8
-    the recipe that made it), every form it can be timed in, the runnable its accuracy is scored with, and the
-    runtimes left out (not installed)."""
+    the recipe that made it), every form that runs it, the runnable its accuracy is scored with, and the forms
+    left out, each with the reason (a runtime not installed, a file a runtime cannot load, a form that fails)."""
 
     folder: Path
     model: nn.Module | None
@@ -34,24 +34,50 @@ class Variant:
     left_out: dict[str, str]
 
 
-def load_variant(folder: Path, threads: int) -> Variant:
-    """Load every file of a model's folder, so a damaged one stops evaluation before any timing."""
-    runtimes, left_out = runtime_forms(folder, threads)
-    if not holds_pytorch_model(folder):
-        if not runtimes:  # only a runtime's file, and that runtime missing: nothing can run it
-            raise PipelineError(next(iter(left_out.values()), f"{folder}: holds no model file (run `dvc repro`)"))
+def load_variant(folder: Path, threads: int, probe: torch.Tensor) -> Variant:
+    """Load every file of a model's folder (a damaged PyTorch file stops evaluation before any timing) and run
+    each form once on `probe` and on one and two of its images: a form that fails is left out, with why; the
+    model is refused only when no form of it runs."""
+    forms, left_out = runtime_forms(folder, threads)
+    model, settings, preferred = None, None, None
+    if holds_pytorch_model(folder):
+        model, settings = read_model(folder)
+        deployable = deployable_path(folder)
+        if is_torchscript(deployable):
+            load_deployable(deployable)
+        pytorch = compiled_forms(model, deployable, settings["kind"])
+        # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
+        preferred = "compiled" if is_exported(deployable) else "eager"
+        forms = {**pytorch, **forms}
+    elif forms:
         settings = read_settings(folder)
-        return Variant(
-            folder, None, settings, recipe_of(settings, folder), runtimes, next(iter(runtimes.values())), left_out
-        )
-    model, settings = read_model(folder)
-    deployable = deployable_path(folder)
-    if is_torchscript(deployable):
-        load_deployable(deployable)
-    pytorch = compiled_forms(model, deployable, settings["kind"])
-    # A pt2e graph is scored as it runs when deployed, compiled to int8 kernels; uncompiled, it computes in FP32.
-    scored = pytorch["compiled"] if is_exported(deployable) else model
-    return Variant(folder, model, settings, recipe_of(settings, folder), {**pytorch, **runtimes}, scored, left_out)
+    for form, run in list(forms.items()):
+        failure = failing(run, [probe, probe[:1], probe[:2]] if form in RUNTIMES else [probe])
+        if failure is not None:
+            left_out[form] = f"not measured: {failure}"
+            del forms[form]
+    if not forms:
+        reasons = "; ".join(f"{form}: {reason}" for form, reason in left_out.items())
+        raise PipelineError(f"{folder}: no form of this model runs ({reasons or 'no model file; run `dvc repro`'})")
+    scored = forms.get(preferred) or next(iter(forms.values()))
+    return Variant(folder, model, settings, recipe_of(settings, folder), forms, scored, left_out)
+
+
+MAX_REASON = 300  # characters of a runtime's error kept in forms_left_out
+
+
+@torch.inference_mode()
+def failing(run: Callable, batches: list[torch.Tensor]) -> str | None:
+    """Why `run` cannot take these batches (one output row per image), or None if it can."""
+    for batch in batches:
+        try:
+            rows = len(run(batch))
+        except Exception as error:  # each runtime and compiler raises classes of its own
+            # ONNX Runtime gives the dimensions at fault on its second line: keep every line, joined
+            return f"fails on a batch of {len(batch)} ({' '.join(str(error).split())[:MAX_REASON]})"
+        if rows != len(batch):
+            return f"gives {rows} outputs for a batch of {len(batch)}"
+    return None
 
 
 def recipe_of(settings: dict, folder: Path) -> Recipe | None:
@@ -96,10 +122,13 @@ def runtime_label(form: str) -> str:
     return form if form in RUNTIMES else f"pytorch {form}"
 
 
-def against(baseline: dict, variant: dict) -> dict:
-    """A variant against FP32: accuracy change (fraction), size ratios, and best-form speed-up per batch size."""
+def against(baseline: dict, variant: dict, interval: list[float]) -> dict:
+    """A variant against FP32: accuracy change (fraction) with its 95% interval and what it amounts to, size
+    ratios, and best-form speed-up per batch size."""
     return {
         "accuracy_change": round(variant["accuracy"] - baseline["accuracy"], 4),
+        "accuracy_change_ci95": interval,
+        "accuracy_verdict": verdict(interval),
         "size_ratio": round(variant["size_bytes"] / baseline["size_bytes"], 4),
         "deploy_size_ratio": round(variant["deploy_size_bytes"] / baseline["deploy_size_bytes"], 4),
         "speedup": {key: round(baseline["latency_ms"][key] / value, 4) for key, value in variant["latency_ms"].items()},
@@ -110,16 +139,30 @@ def against(baseline: dict, variant: dict) -> dict:
     }
 
 
+def verdict(interval: list[float]) -> str:
+    """What an accuracy change amounts to: a change whose interval holds zero is not one the test set can show."""
+    low, high = interval
+    return "loses accuracy" if high < 0 else "gains accuracy" if low > 0 else "no measurable change"
+
+
+def interval(result: dict) -> list[float]:
+    """An int8 variant's accuracy change interval; none for FP32."""
+    return result["vs_fp32"]["accuracy_change_ci95"] if "vs_fp32" in result else []
+
+
 def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
     """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
     variants = [
         {
             "variant": name,
             "accuracy": r["accuracy"],
+            # the accuracy the change's interval reaches, from FP32's own (FP32: none)
+            **{f"accuracy_{end}": fp32 + change for end, change in zip(("low", "high"), interval(r))},
             "size_kb": r["size_bytes"] / 1000,
             "deploy_size_kb": r["deploy_size_bytes"] / 1000,
         }
         for name, r in results.items()
+        for fp32 in [results["fp32"]["accuracy"]]
     ]
     latency = [
         {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}
@@ -130,9 +173,13 @@ def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
     return variants, latency
 
 
-def compare(loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: torch.Tensor, images) -> dict:
+def compare(
+    loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: torch.Tensor, images, resamples: int, seed: int
+) -> dict:
     """Per model: accuracy and fidelity to FP32, agreement across runtimes, sizes, latency; per int8 variant, how
-    it stands against FP32 and which layers it kept in FP32."""
+    it stands against FP32 (the accuracy change's interval from `resamples` paired bootstrap draws, seeded) and
+    which layers it kept in FP32."""
+    correct = {name: found.argmax(1) == labels for name, found in outputs.items()}
     results = {}
     for name, variant in loaded.items():
         reference = None if variant.recipe is None else outputs["fp32"]
@@ -144,7 +191,8 @@ def compare(loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: 
         }
     for name, variant in loaded.items():
         if variant.recipe is not None:
-            results[name]["vs_fp32"] = against(results["fp32"], results[name])
+            interval = change_interval(correct[name], correct["fp32"], resamples, seed)
+            results[name]["vs_fp32"] = against(results["fp32"], results[name], interval)
         kept = getattr(variant.recipe, "skip_layers", None)
         if kept is not None:
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}

@@ -26,7 +26,7 @@ from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32, save_trained
 from pipeline.formats.fp32_export import export_fp32
-from pipeline.measure.latency import best_of, cpu_info, cpu_model, time_models
+from pipeline.measure.latency import best_of, cpu_info, cpu_model, example_batch, time_models
 from pipeline.measure.variants import load_variant
 from pipeline.models.architectures import architecture, build
 from pipeline.optional import missing
@@ -148,17 +148,18 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
     save_trained(build(arch).eval(), arch, workdir / "trained")
     export_fp32(workdir / "trained", workdir / "fp32", IDX_DATA)
     threads = params.evaluate.threads
-    forms = {"fp32": load_variant(workdir / "fp32", threads).forms}
+    probe = example_batch(images, timing.batch_sizes[0])
+    forms = {"fp32": load_variant(workdir / "fp32", threads, probe).forms}
     calibration = Calibration(images, params.calibration.batches)
     for label, setup in setups.items():
         for method, folder in int8_folders(setup, label, workdir, calibration).items():
-            forms[label, method] = load_variant(folder, threads).forms
+            forms[label, method] = load_variant(folder, threads, probe).forms
     timed = time_models(forms, images, timing)
     fastest_fp32 = best_of(timed["fp32"])
     fp32_rows = []
     for key in fastest_fp32:
         on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
-        cells = [cell(best_of(found)[key]) if found else "not installed" for found in on]
+        cells = [cell(best_of(found)[key]) if found else "left out" for found in on]
         fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *cells]))
     rows = []
     for backend, runtime in itertools.product(setups, EVERY_RUNTIME):

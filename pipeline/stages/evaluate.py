@@ -22,7 +22,7 @@ from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import load_split
 from pipeline.measure.accuracy import logits
-from pipeline.measure.latency import time_models, unsaved_forms
+from pipeline.measure.latency import example_batch, time_models, unsaved_forms
 from pipeline.measure.machine import cuda_latency, environment
 from pipeline.measure.variants import (
     compare,
@@ -51,7 +51,8 @@ def command(
     images, labels = load_split(data_dir / "test.pt")
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
     torch.set_num_threads(settings.threads)
-    loaded = {name: load_variant(path, settings.threads) for name, path in VARIANTS.items()}  # all checked first
+    probe = example_batch(images, settings.batch_sizes[0])
+    loaded = {name: load_variant(path, settings.threads, probe) for name, path in VARIANTS.items()}  # checked first
     outputs = {name: logits(variant.scored, images) for name, variant in loaded.items()}
     forms = {name: variant.forms for name, variant in loaded.items()}
     static = loaded["static"].recipe
@@ -60,7 +61,7 @@ def command(
     if counterpart is not None:
         forms["fusion_counterpart"] = unsaved_forms(counterpart, "int8", images[:1])
     latencies = {name: latency_summary(timings) for name, timings in time_models(forms, images, settings).items()}
-    results = compare(loaded, outputs, latencies, labels, images)
+    results = compare(loaded, outputs, latencies, labels, images, settings.resamples, params.seed)
     for name, result in results.items():
         typer.echo(summary_line(name, result))
     results["static"]["fusion"] = (
@@ -72,7 +73,7 @@ def command(
     extra = {
         "best_int8": best_int8,
         "fp32_cuda": cuda_latency(loaded["fp32"].model, images, settings),
-        "runtimes_left_out": {name: v.left_out for name, v in loaded.items() if v.left_out},
+        "forms_left_out": {name: v.left_out for name, v in loaded.items() if v.left_out},
         "environment": environment(settings.threads, backend),
     }
     save_json(headline(results, best_int8), metrics_out)

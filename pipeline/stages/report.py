@@ -19,7 +19,7 @@ def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
     row = [
         name,
         f"{entry['accuracy']:.4f}",
-        f"{ratios['accuracy_change'] * 100:+.2f}" if ratios else "",
+        change_cell(ratios) if ratios else "",
         f"{entry['agreement'] * 100:.2f}%" if ratios else "",
         f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
         f"{entry['deploy_size_bytes'] / 1000:.1f}",
@@ -35,13 +35,19 @@ def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
     return row
 
 
+def change_cell(ratios: dict) -> str:
+    """The accuracy change in points, its 95% interval, and what it amounts to."""
+    low, high = (end * 100 for end in ratios["accuracy_change_ci95"])
+    return f"{ratios['accuracy_change'] * 100:+.2f} [{low:+.2f}, {high:+.2f}]: {ratios['accuracy_verdict']}"
+
+
 def summary_markdown(metrics: dict) -> str:
     """One row per variant: accuracy, fidelity to FP32, deployed size, best-form latency; then the machine."""
     batch_keys = list(metrics["fp32"]["latency_ms"])
     header = [
         "variant",
         "accuracy",
-        "vs fp32 (pp)",
+        "vs fp32 (points) [95% interval]",
         "agrees with fp32",
         "logit SQNR (dB)",
         "deploy size (KB)",
