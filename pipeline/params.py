@@ -54,12 +54,25 @@ class CalibrationParams(Section):
     batches: Size  # fed in this many batches: the moving-average observer updates once per batch
 
 
+class VitParams(Section):
+    """train.arch: vit, torchvision's VisionTransformer sized for the data."""
+
+    patch_size: Pixels  # side of each square patch, in pixels: it must divide the image's side
+    depth: Annotated[int, Field(gt=0, le=64)]  # encoder blocks
+    heads: Annotated[int, Field(gt=0, le=64)]  # attention heads: they must divide width
+    width: Width  # the token width (hidden_dim)
+    mlp_width: Width  # the width inside each block's MLP (mlp_dim)
+
+
 class TrainParams(Section):
-    # the built-in MLP and CNN, or torchvision's architectures by name, trained from scratch
+    # the built-in MLP, CNN and ViT, or torchvision's architectures by name, trained from scratch
     # or `exported`: your own FP32 model, a torch.export archive at models/own/model.pt2, adopted without training
-    arch: Literal["mlp", "cnn", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "exported"]
+    arch: Literal[
+        "mlp", "cnn", "vit", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "exported"
+    ]
     hidden: list[Width] = Field(min_length=1, max_length=64)  # mlp: widths of the hidden layers
     channels: list[Width] = Field(min_length=1, max_length=64)  # cnn: widths of the Conv-BN-ReLU blocks
+    vit: VitParams
     epochs: Epochs
     batch_size: BatchSize
     lr: PositiveFloat
@@ -78,7 +91,7 @@ class QuantizeParams(Section):
 # The engine `auto` picks, from `make bench` on an AVX2 CPU: x86 ran the MLP's int8 Linear layers fastest (1.6x
 # FP32 at batch 256, onednn 1.0x); onednn ran the CNN's int8 convolutions fastest (2.7x FP32, x86 1.9x), and is
 # taken for torchvision's convolutional architectures too.
-AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn"}
+AUTO_ENGINE = {"mlp": "x86", "cnn": "onednn", "vit": "x86"}
 
 
 class OnnxRuntimeParams(Section):

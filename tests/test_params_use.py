@@ -17,7 +17,19 @@ from pipeline.params import Params, Section, load_params
 from tests.conftest import ROOT, tiny_params, write_dataset, write_params
 
 OTHER_BACKENDS = ("pt2e", "onnxruntime", "openvino")
-SECTION_OF = {field.annotation: name for name, field in Params.model_fields.items()}
+
+
+def sections(kind: type[Section], prefix: str = "") -> dict[type[Section], str]:
+    """Each section's class and its dotted name, nested ones (`train.vit`) included."""
+    found = {}
+    for name, field in kind.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            found[field.annotation] = prefix + name
+            found |= sections(field.annotation, f"{prefix}{name}.")
+    return found
+
+
+SECTION_OF = sections(Params)
 
 
 @contextlib.contextmanager

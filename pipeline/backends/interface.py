@@ -77,8 +77,9 @@ class Backend:
         int8 = self.conversion(fp32.module, recipe, calibration).with_float(list(recipe.skip_layers))
         self.save(int8, fp32, recipe, folder, data)
 
-    def save(self, int8: nn.Module, fp32: Fp32Model, recipe: Recipe, folder: Path, data: DataInfo) -> None:
-        """Write an int8 PyTorch model's variant folder."""
+    def save(self, int8: nn.Module, fp32: Fp32Model, recipe: Recipe, folder: Path, data: DataInfo, extra=None) -> None:
+        """Write an int8 PyTorch model's variant folder, with any `extra` writers ({file name: Writer}; one of a
+        file the backend writes writes that file instead)."""
         raise NotImplementedError
 
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Conversion:
@@ -90,8 +91,12 @@ class Backend:
     def freeze_qat(self, prepared: nn.Module) -> None:
         raise NotImplementedError
 
-    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+    def converted_qat(self, prepared: nn.Module) -> nn.Module:
+        """The fine-tuned model converted to int8."""
         raise NotImplementedError
+
+    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+        self.save(self.converted_qat(prepared), fp32, recipe, folder, data)
 
     def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> nn.Module | None:
         """The static recipe converted with layer fusion the other way, to time what fusion buys; None where the

@@ -8,12 +8,9 @@ from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
-from torch import nn
-
 from pipeline.backends.eager.backend import RuntimeQuantizer
-from pipeline.backends.eager.modules import convert_qat
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
+from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
 from pipeline.formats.fp32 import Fp32Model
@@ -74,5 +71,4 @@ class OpenVino(RuntimeQuantizer):
 
         save_variant(folder, data, int8_settings(fp32.arch, recipe), {OPENVINO_FILE: write}, OPENVINO_FILE)
 
-    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
-        self.save(convert_qat(prepared), fp32, recipe, folder, data, {OPENVINO_FILE: openvino_writer(ONNX_FILE)})
+    qat_writers = {OPENVINO_FILE: openvino_writer(ONNX_FILE)}

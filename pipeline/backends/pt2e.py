@@ -220,7 +220,7 @@ class Pt2e(Backend):
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         int8 = quantize_dynamic(fp32.module, fp32.arch["input"])
-        self.save(int8, fp32, recipe, folder, data, dynamic_twin(fp32.onnx_file, recipe))
+        self.save(int8, fp32, recipe, folder, data, {ONNX_FILE: dynamic_twin(fp32.onnx_file, recipe)})
 
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Pt2eConversion:
         return Pt2eConversion(model, recipe, calibration)
@@ -231,14 +231,15 @@ class Pt2e(Backend):
     def freeze_qat(self, prepared: nn.Module) -> None:
         freeze_qat(prepared)
 
-    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
-        self.save(convert_qat(prepared), fp32, recipe, folder, data)
+    def converted_qat(self, prepared: nn.Module) -> nn.Module:
+        return convert_qat(prepared)
 
-    def save(self, int8: nn.Module, fp32: Fp32Model, recipe, folder: Path, data: DataInfo, onnx=None) -> None:
-        """The torch.export archive of the int8 graph and its ONNX file (exported, or written by `onnx`)."""
+    def save(self, int8: nn.Module, fp32: Fp32Model, recipe, folder: Path, data: DataInfo, extra=None) -> None:
+        """The torch.export archive of the int8 graph, its ONNX file, and any `extra` writers."""
         arch = fp32.arch
         writers = {
             EXPORTED_FILE: lambda settings, path: write_archive(export(int8, arch["input"]), settings, path),
-            ONNX_FILE: onnx or onnx_writer(int8, arch),
+            ONNX_FILE: onnx_writer(int8, arch),
+            **(extra or {}),
         }
         save_variant(folder, data, int8_settings(arch, recipe), writers, EXPORTED_FILE)

@@ -59,7 +59,7 @@ def load_variant(folder: Path, threads: int, probe: torch.Tensor) -> Variant:
     if not forms:
         reasons = "; ".join(f"{form}: {reason}" for form, reason in left_out.items())
         raise PipelineError(f"{folder}: no form of this model runs ({reasons or 'no model file; run `dvc repro`'})")
-    scored = forms.get(preferred) or next(iter(forms.values()))
+    scored = forms[preferred] if preferred in forms else next(iter(forms.values()))
     return Variant(folder, model, settings, recipe_of(settings, folder), forms, scored, left_out)
 
 

@@ -13,7 +13,7 @@ from torch.ao.quantization import DeQuantStub, QuantStub
 
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision
+from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision, build_vit
 from pipeline.params import TrainParams
 
 # TorchScript files name each traced class by its module path (`__torch__.pipeline.models.MLP`). These classes
@@ -79,7 +79,11 @@ class CNN(nn.Module):
 
 def architecture(params: TrainParams, data: DataInfo) -> dict:
     """The settings that rebuild the model: what a checkpoint stores beside its weights."""
-    widths = {"mlp": {"hidden": list(params.hidden)}, "cnn": {"channels": list(params.channels)}}.get(params.arch, {})
+    widths = {
+        "mlp": {"hidden": list(params.hidden)},
+        "cnn": {"channels": list(params.channels)},
+        "vit": params.vit.model_dump(),
+    }.get(params.arch, {})
     return {"name": params.arch, **widths, "input": data.input_shape, "classes": len(data.classes)}
 
 
@@ -88,9 +92,12 @@ def build(arch: dict) -> nn.Module:
         return MLP(arch["hidden"], arch["input"], arch["classes"])
     if arch.get("name") == "cnn":
         return CNN(arch["channels"], arch["input"], arch["classes"])
+    if arch.get("name") == "vit":
+        return build_vit(arch)
     if arch.get("name") in ARCHITECTURES:
         return build_torchvision(arch["name"], arch["input"][0], arch["classes"])
-    raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected one of {['mlp', 'cnn', *ARCHITECTURES]}")
+    known = ["mlp", "cnn", "vit", *ARCHITECTURES]
+    raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected one of {known}")
 
 
 def example_input(arch: dict, batch: int = 1) -> torch.Tensor:

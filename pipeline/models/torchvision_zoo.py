@@ -7,7 +7,11 @@ and the eager backend can convert it. mobilenet_v3_small has none in torchvision
 only the pt2e backend quantizes.
 """
 
+import math
+
 from torch import nn
+
+from pipeline.errors import PipelineError
 
 QUANTIZABLE = ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5")  # built from torchvision.models.quantization
 PLAIN = ("mobilenet_v3_small",)  # from torchvision.models
@@ -35,4 +39,33 @@ def build_torchvision(name: str, channels: int, classes: int) -> nn.Module:
         parent, _, child = FIRST_CONV[name].rpartition(".")
         fitted = nn.Conv2d(channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
         setattr(model.get_submodule(parent) if parent else model, child, fitted)
+    return model
+
+
+def build_vit(arch: dict) -> nn.Module:
+    """torchvision's VisionTransformer for the data's square images, its patch embedding taking their channels."""
+    from torchvision.models import VisionTransformer
+
+    channels, height, width = arch["input"]
+    patch, heads, tokens = arch["patch_size"], arch["heads"], arch["width"]
+    if height != width or height % patch:
+        raise PipelineError(
+            f"train.vit.patch_size: {patch} must divide the side of square images, but they are {height}x{width} "
+            "(data.image_size resizes them)"
+        )
+    if tokens % heads:
+        raise PipelineError(f"train.vit.heads: {heads} must divide train.vit.width ({tokens})")
+    model = VisionTransformer(
+        image_size=height,
+        patch_size=patch,
+        num_layers=arch["depth"],
+        num_heads=heads,
+        hidden_dim=tokens,
+        mlp_dim=arch["mlp_width"],
+        num_classes=arch["classes"],
+    )
+    # torchvision's patch embedding takes RGB: one for the data's channels, initialized as torchvision does
+    model.conv_proj = nn.Conv2d(channels, tokens, patch, patch)
+    nn.init.trunc_normal_(model.conv_proj.weight, std=math.sqrt(1 / (channels * patch * patch)))
+    nn.init.zeros_(model.conv_proj.bias)
     return model

@@ -16,6 +16,7 @@ from pipeline.backends.eager.modules import (
     float_twin,
     float_weight,
     freeze_qat,
+    has_eager_twin,
     prepare_qat,
     quantizable_layers,
     quantize_dynamic,
@@ -102,8 +103,8 @@ class Eager(Backend):
     def freeze_qat(self, prepared: nn.Module) -> None:
         freeze_qat(prepared)
 
-    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
-        self.save(convert_qat(prepared), fp32, recipe, folder, data)
+    def converted_qat(self, prepared: nn.Module) -> nn.Module:
+        return convert_qat(prepared)
 
     def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> nn.Module:
         use_engine(recipe.engine)
@@ -126,9 +127,33 @@ class Eager(Backend):
 
 class RuntimeQuantizer(Eager):
     """A runtime's own quantizer on the FP32 model's ONNX file, for dynamic and static int8. Its variants run on
-    the runtime's kernels, which fuse layers themselves; QAT and the ranking of layers are PyTorch's eager ones."""
+    the runtime's kernels, which fuse layers themselves. QAT and the ranking of layers, which the runtimes'
+    quantizers do not do, are PyTorch's: eager's where the model has a quantizable twin, else pt2e's."""
 
     uses_engine = False  # its QAT variant's TorchScript file still records PyTorch's engine, in its own recipe
+    qat_writers: dict = {}  # files its QAT variant holds besides PyTorch's (OpenVINO's own format)
+
+    def pytorch(self, model: nn.Module) -> Backend:
+        """PyTorch's backend for `model` (an FP32 model, or one prepared for QAT): pt2e quantizes any graph."""
+        if has_eager_twin(model):
+            return Eager()
+        from pipeline.backends.pt2e import Pt2e  # torchao takes seconds to import: only where it is used
+
+        return Pt2e()
+
+    def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration):
+        return self.pytorch(model).conversion(model, recipe, calibration)
+
+    def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
+        return self.pytorch(fp32.module).prepare_qat(fp32, recipe)
+
+    def freeze_qat(self, prepared: nn.Module) -> None:
+        self.pytorch(prepared).freeze_qat(prepared)
+
+    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
+        pytorch = self.pytorch(fp32.module)
+        int8 = pytorch.converted_qat(prepared)
+        pytorch.save(int8, fp32, pytorch.qat_recipe(recipe), folder, data, self.qat_writers)
 
     def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> None:
         return None

@@ -64,8 +64,8 @@ def has_eager_twin(model: nn.Module) -> bool:
 def require_eager(model: nn.Module) -> None:
     if not has_eager_twin(model):
         raise PipelineError(
-            f"the eager backend cannot quantize {type(model).__name__} statically (no quantizable twin); "
-            "use quantize.backend: pt2e"
+            f"the eager backend cannot quantize {type(model).__name__} statically or with QAT (torch.ao's eager "
+            "modules need a quantizable twin); use quantize.backend: pt2e, onnxruntime or openvino"
         )
 
 
