@@ -31,7 +31,7 @@ with warnings.catch_warnings():
 # The stages in pipeline order, then the commands that are not stages. Each is the module pipeline/stages/<name>.py.
 STAGES = (
     *("download", "prepare", "train", "export", "dynamic", "static", "qat"),
-    *("evaluate", "layers", "sensitivity", "report"),
+    *("evaluate", "layers", "sensitivity", "draws", "report"),
 )
 COMMANDS = (*STAGES, "bench", "predict")
 

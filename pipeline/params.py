@@ -52,6 +52,7 @@ class DataParams(Section):
 class CalibrationParams(Section):
     size: Size  # training images drawn by seed for static calibration
     batches: Size  # fed in this many batches: the moving-average observer updates once per batch
+    draws: int = Field(ge=0, le=1_000)  # `draws`: static int8 calibrated again on this many other subsets
 
 
 class VitParams(Section):

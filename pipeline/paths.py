@@ -15,4 +15,5 @@ VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
 TRAINING_HISTORY = Path("reports/plots/training.json")  # train -> report
 METRICS_FILE = Path("reports/metrics.json")  # evaluate: the headline figures DVC lists (`dvc exp show`, `metrics diff`)
 DETAILS_FILE = Path("reports/details.json")  # evaluate -> report: every figure measured, and what it was measured on
-PLOTS_DIR = Path("reports/plots")  # evaluate, layers, sensitivity -> report
+PLOTS_DIR = Path("reports/plots")  # evaluate, layers, sensitivity, draws -> report
+DRAWS_FILE = Path("reports/draws.json")  # draws -> report: static int8's accuracy over calibration subsets

@@ -174,3 +174,18 @@ def plot_sensitivity(rows: list[dict], path: Path) -> None:
     axis.set(title="Accuracy drop per layer (test set)", xlabel="points lost against FP32")
     axis.legend(fontsize=8)
     save_figure(figure, path)
+
+
+def plot_draws(rows: list[dict], fp32_accuracy: float, static_accuracy: float, path: Path) -> None:
+    """Static int8's accuracy calibrated on each draw of the calibration images, beside FP32's and the variant's."""
+    if not rows:
+        plot_not_applicable("Static int8 over calibration draws (calibration.draws: 0)", path)
+        return
+    figure, axis = plt.subplots(figsize=(5.5, 3))
+    axis.scatter([row["draw"] for row in rows], [row["accuracy"] * 100 for row in rows], label="static int8, a draw")
+    axis.axhline(fp32_accuracy * 100, color="black", lw=0.8, label="FP32")
+    axis.axhline(static_accuracy * 100, color="tab:green", lw=0.8, ls="--", label="the static variant")
+    axis.set(title="Static int8 over calibration draws", xlabel="draw", ylabel="test accuracy (%)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    save_figure(figure, path)

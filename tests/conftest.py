@@ -113,7 +113,7 @@ def tiny_params(local_dir: Path, **overrides) -> dict:
     """The repository's params.yaml, shrunk to seconds: local synthetic data, one epoch, few timing runs."""
     params = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
     params["data"].update(local_dir=str(local_dir), verify_md5=False)
-    params["calibration"].update(size=100, batches=2)
+    params["calibration"].update(size=100, batches=2, draws=2)
     params["train"].update(epochs=3, batch_size=32, lr=0.01, device="cpu")
     params["qat"].update(epochs=1, batch_size=32)
     params["evaluate"].update(batch_sizes=[1, 16], warmup=1, repeats=3)

@@ -159,5 +159,5 @@ def test_bench_names_an_unknown_architecture(trained, monkeypatch):
     result = run("bench", "--arch", "vgg11")
     assert (
         result.exit_code == 1
-        and "unknown architecture 'vgg11'; expected one of ['mlp', 'cnn', 'resnet18'" in result.output
+        and "unknown architecture 'vgg11'; expected one of ['mlp', 'cnn', 'vit', 'resnet18'" in result.output
     )

@@ -80,6 +80,9 @@ def test_repro_runs_every_stage_then_nothing(repo):
     assert metrics["static"]["vs_fp32"]["size_ratio"] < 0.5
     assert (repo / "reports/figures/accuracy_vs_size.png").stat().st_size > 1000
     assert json.loads((repo / "reports/affine.json").read_text())["weight_int8_diff"] == 0
+    draws = json.loads((repo / "reports/draws.json").read_text())["static"]  # tiny params: two draws
+    assert draws["draws"] == 2 and draws["accuracy"]["min"] <= draws["accuracy"]["mean"] <= draws["accuracy"]["max"]
+    assert "other draws of the calibration images" in (repo / "reports/summary.md").read_text()
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=repo)
 
 

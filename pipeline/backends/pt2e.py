@@ -21,7 +21,6 @@ from torchao.quantization.pt2e import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     PerChannelMinMaxObserver,
-    allow_exported_model_train_eval,
     disable_observer,
     move_exported_model_to_eval,
 )
@@ -40,7 +39,7 @@ from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import EXPORTED_FILE, ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model
-from pipeline.formats.torch_export import write_archive
+from pipeline.formats.torch_export import allow_train_eval, write_archive
 from pipeline.formats.variants import int8_settings, onnx_writer, save_variant
 
 ACTIVATION_OBSERVERS = {
@@ -147,13 +146,13 @@ def prepare_qat(model: nn.Module, input_shape: list[int]) -> torch.fx.GraphModul
     graph = export(copy.deepcopy(model).train(), input_shape).module()
     prepared = prepare_qat_pt2e(graph, X86InductorQuantizer().set_global(config))
     # An exported graph has no train/eval of its own; this makes fit()'s model.train() switch its BN ops.
-    return allow_exported_model_train_eval(prepared)
+    return allow_train_eval(prepared)
 
 
 def freeze_qat(prepared: torch.fx.GraphModule) -> None:
     """Stop observers and fix BN to its running statistics for the remaining epochs."""
     prepared.apply(disable_observer)
-    move_exported_model_to_eval(prepared)
+    prepared.eval()
     # fit() calls model.train() every epoch, which would switch BN back to batch statistics.
     prepared.train = lambda mode=True: prepared
 

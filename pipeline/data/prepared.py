@@ -85,3 +85,11 @@ def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim == 3:  # one channel, stored without its axis
         images = images.unsqueeze(1)
     return model_inputs(images, read_info(path.parent)), labels
+
+
+def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> dict[str, torch.Tensor]:
+    """A fixed random subset of the training split, the same for every run with the same seed."""
+    if size > len(train["labels"]):
+        raise PipelineError(f"calibration.size: {size} is more than the {len(train['labels'])} training images")
+    index = torch.randperm(len(train["labels"]), generator=torch.Generator().manual_seed(seed))[:size]
+    return {name: tensor[index] for name, tensor in train.items()}

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.formats.files import EAGER_FILE, EXPORTED_FILE, is_exported, model_file
 from pipeline.formats.files import onnx_file as onnx_file_of
-from pipeline.formats.torch_export import SETTINGS_ENTRY, load_archive, write_archive
+from pipeline.formats.torch_export import SETTINGS_ENTRY, allow_train_eval, load_archive, write_archive
 from pipeline.models.architectures import build
 from pipeline.safe_io import atomic_dir, first_line, load_torch, save_torch
 
@@ -85,11 +85,9 @@ def load_weights(make, checkpoint: dict, path: Path) -> nn.Module:
 
 def read_exported(path: Path) -> tuple[nn.Module, dict]:
     """A torch.export archive this pipeline wrote, as a module, and its settings."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-
     program, settings = load_archive(path)
     if settings is None:
         raise PipelineError(f"{path}: a torch.export archive, but not one this pipeline wrote (no {SETTINGS_ENTRY})")
     # An exported graph refuses train() and eval() of its own; this makes them switch its BN and dropout ops, so
     # an FP32 graph goes through the same calls as a module (pt2e's int8 graphs are only run in inference).
-    return allow_exported_model_train_eval(program.module()), {"recipe": {}, **settings}
+    return allow_train_eval(program.module()), {"recipe": {}, **settings}

@@ -16,7 +16,7 @@ import typer
 from pipeline.data.decode import conform
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import read_image_folder
-from pipeline.data.prepared import DataInfo, write_info
+from pipeline.data.prepared import DataInfo, draw_calibration, write_info
 from pipeline.data.published import SPLIT_FILES, registry
 from pipeline.data.tensor_files import read_tensor_files
 from pipeline.errors import PipelineError
@@ -72,14 +72,6 @@ def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: P
         raise PipelineError(f"data.mean and data.std: need {channels} values each, one per channel of the images")
     mean, std = (tuple(values) if values is not None else None for values in (data.mean, data.std))
     return DataInfo(data.dataset, channels, height, width, classes, mean, std)
-
-
-def draw_calibration(train: dict[str, torch.Tensor], size: int, seed: int) -> dict[str, torch.Tensor]:
-    """A fixed random subset of the training split, the same for every run with the same seed."""
-    if size > len(train["labels"]):
-        raise PipelineError(f"calibration.size: {size} is more than the {len(train['labels'])} training images")
-    index = torch.randperm(len(train["labels"]), generator=torch.Generator().manual_seed(seed))[:size]
-    return {name: tensor[index] for name, tensor in train.items()}
 
 
 def stored(split: dict) -> dict:

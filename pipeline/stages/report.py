@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.paths import DETAILS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
+from pipeline.paths import DETAILS_FILE, DRAWS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
 from pipeline.safe_io import load_json, save_text
 
 FIGURES_DIR = Path("reports/figures")
@@ -83,12 +83,26 @@ def fusion_line(metrics: dict) -> str:
     return f" Layer fusion: static int8 unfused takes {ratios} the time of fused."
 
 
+def draws_line(draws: dict) -> str:
+    """Static int8's spread over the calibration draws, in points."""
+    if not draws["draws"]:
+        return ""
+    accuracy, change = draws["accuracy"], draws["accuracy_change"]
+    return (
+        f"\nStatic int8 calibrated on {draws['draws']} other draws of the calibration images: accuracy "
+        f"{accuracy['mean'] * 100:.2f}% on average ({accuracy['min'] * 100:.2f} to {accuracy['max'] * 100:.2f}), a "
+        f"change from FP32 of {change['mean'] * 100:+.2f} points ({change['min'] * 100:+.2f} to "
+        f"{change['max'] * 100:+.2f}).\n"
+    )
+
+
 def command(
     details_file: Path = typer.Option(DETAILS_FILE, "--details", help="every measurement, written by evaluate"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder holding the plot data"),
     history_file: Path = typer.Option(TRAINING_HISTORY, "--history", help="training history JSON"),
     figures_dir: Path = typer.Option(FIGURES_DIR, "--figures", help="folder for the PNG figures"),
     summary_out: Path = typer.Option(SUMMARY_FILE, "--summary", help="Markdown summary to write"),
+    draws_file: Path = typer.Option(DRAWS_FILE, "--draws", help="static int8's spread over calibration draws"),
 ) -> None:
     """Draw the figures and write the summary table."""
     from pipeline import plots  # matplotlib: only this stage pays for the import
@@ -102,5 +116,11 @@ def command(
     plots.plot_layers(load_json(plots_dir / "layers.json"), figures_dir / "layers.png")
     plots.plot_weight_histograms(load_json(plots_dir / "weight_histograms.json"), figures_dir / "weights.png")
     plots.plot_sensitivity(load_json(plots_dir / "sensitivity.json"), figures_dir / "sensitivity.png")
-    save_text(summary_markdown(metrics), summary_out)
-    typer.echo(summary_markdown(metrics))
+    draws = load_json(draws_file)["static"]
+    static_accuracy = metrics["static"]["accuracy"]
+    plots.plot_draws(
+        load_json(plots_dir / "draws.json"), draws["fp32_accuracy"], static_accuracy, figures_dir / "draws.png"
+    )
+    summary = summary_markdown(metrics) + draws_line(draws)
+    save_text(summary, summary_out)
+    typer.echo(summary)

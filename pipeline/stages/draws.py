@@ -1,0 +1,74 @@
+"""Stage `draws`: how much static int8's accuracy owes to the calibration images drawn.
+
+    python -m pipeline draws
+
+The static variant's own recipe (read from its files, with any layers a search kept in FP32) is calibrated again
+on `calibration.draws` independent subsets of the training split, each of `calibration.size` images drawn by
+`seed` + 1, + 2, ... (`prepare` drew the variant's own with `seed`), converted by the same backend, and scored
+on the test set as evaluation scores it. Writes the spread of accuracy and of its change from FP32 (mean, min,
+max) to reports/draws.json, a metrics file, and each draw's figures to reports/plots/draws.json.
+"""
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import typer
+from tqdm import tqdm
+
+from pipeline.backends.interface import Calibration
+from pipeline.backends.recipes import recipe_from
+from pipeline.backends.registry import backend_of
+from pipeline.data.prepared import draw_calibration, load_split, read_info
+from pipeline.formats.fp32 import read_fp32
+from pipeline.formats.variants import read_settings
+from pipeline.measure.accuracy import logits
+from pipeline.measure.variants import load_variant
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
+from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
+from pipeline.safe_io import save_json
+
+PLOT_FILE = PLOTS_DIR / "draws.json"
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": round(statistics.fmean(values), 4), "min": min(values), "max": max(values)}
+
+
+def accuracy_of(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """A model's test accuracy, scored in the form evaluation scores it in."""
+    variant = load_variant(folder, torch.get_num_threads(), images[:2])
+    return round((logits(variant.scored, images).argmax(1) == labels).float().mean().item(), 4)
+
+
+def command(
+    params_file: ParamsOption = PARAMS_FILE,
+    fp32_folder: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 model folder"),
+    static_folder: Path = typer.Option(INT8_MODELS["static"], "--static", help="the static int8 variant's folder"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt, dataset.json"),
+    out: Path = typer.Option(DRAWS_FILE, "--out", help="the spread over the draws (metrics JSON)"),
+    plot_out: Path = typer.Option(PLOT_FILE, "--plot", help="each draw's accuracy (plot JSON)"),
+) -> None:
+    """Calibrate static int8 again on other subsets of the training split, and measure the spread."""
+    params = load_params(params_file)
+    settings = params.calibration
+    recipe = recipe_from(read_settings(static_folder)["recipe"], static_folder)
+    backend, fp32 = backend_of(recipe), read_fp32(fp32_folder)
+    train = dict(zip(("images", "labels"), load_split(data_dir / "train.pt")))
+    images, labels = load_split(data_dir / "test.pt")
+    reference = accuracy_of(fp32_folder, images, labels)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for draw in tqdm(range(1, settings.draws + 1), desc="draws", disable=None):
+            subset = draw_calibration(train, settings.size, params.seed + draw)["images"]
+            folder = Path(workdir) / f"draw_{draw}"
+            backend.static(fp32, recipe, Calibration(subset, settings.batches), folder, read_info(data_dir))
+            accuracy = accuracy_of(folder, images, labels)
+            rows.append({"draw": draw, "accuracy": accuracy, "accuracy_change": round(accuracy - reference, 4)})
+    found = {"accuracy": spread([row["accuracy"] for row in rows])} if rows else {}
+    if rows:
+        found["accuracy_change"] = spread([row["accuracy_change"] for row in rows])
+        typer.echo(f"static int8 over {len(rows)} calibration draws: accuracy {found['accuracy']}")
+    save_json({"static": {"draws": len(rows), "fp32_accuracy": reference, **found}}, out)
+    save_json(rows, plot_out)

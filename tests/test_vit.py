@@ -1,0 +1,72 @@
+"""train.arch: vit, torchvision's VisionTransformer, through the backends that can quantize it, and refused in one
+line by the one that cannot."""
+
+import contextlib
+
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.measure.variants import load_variant
+from pipeline.models.architectures import build
+from tests.conftest import tiny_params, write_dataset, write_params
+from tests.test_cli import assert_clean_failure, run
+
+TINY_VIT = {"patch_size": 7, "depth": 1, "heads": 2, "width": 16, "mlp_width": 32}
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    """A project where a tiny ViT has been trained and exported (shared, read-only for tests)."""
+    base = tmp_path_factory.mktemp("vit")
+    work = base / "work"
+    work.mkdir()
+    write_params(work / "params.yaml", vit_params(base))
+    with contextlib.chdir(work):
+        for stage in ("download", "prepare", "train", "export"):
+            result = run(stage)
+            assert result.exit_code == 0, result.output
+    return work
+
+
+def vit_params(base, backend: str = "eager") -> dict:
+    params = tiny_params(base / "idx" if (base / "idx").exists() else write_dataset(base / "idx"))
+    params["train"].update(arch="vit", vit=TINY_VIT)
+    params["quantize"]["backend"] = backend
+    return params
+
+
+def test_the_vit_is_sized_by_params_and_checks_its_sizes():
+    arch = {"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10}
+    model = build(arch)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert model.conv_proj.in_channels == 1 and len(model.encoder.layers) == 1
+    with pytest.raises(PipelineError, match=r"train.vit.patch_size: 5 must divide the side of square images, but"):
+        build({**arch, "patch_size": 5})
+    with pytest.raises(PipelineError, match=r"train.vit.heads: 3 must divide train.vit.width \(16\)"):
+        build({**arch, "heads": 3})
+
+
+def test_eager_quantizes_its_linear_layers_dynamically_and_names_the_backends_for_the_rest(vit, tmp_path, monkeypatch):
+    monkeypatch.chdir(vit)
+    assert run("dynamic", "--out", str(tmp_path / "dynamic")).exit_code == 0
+    assert "DynamicQuantizedLinear" in str(load_variant(tmp_path / "dynamic", 1, torch.rand(2, 1, 28, 28)).model)
+    for method in ("static", "qat"):
+        assert_clean_failure(
+            run(method, "--out", str(tmp_path / method)),
+            "the eager backend cannot quantize VisionTransformer statically or with QAT",
+        )
+        assert not (tmp_path / method).exists()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_runtime_backend_quantizes_it_and_fine_tunes_it_through_pt2e(vit, tmp_path, monkeypatch, backend):
+    """The runtimes' quantizers make its dynamic and static int8; its QAT, which they do not do, is pt2e's, since
+    the model has no eager twin."""
+    monkeypatch.chdir(vit)
+    params = str(write_params(tmp_path / "params.yaml", vit_params(vit.parent, backend)))
+    for method in ("dynamic", "static", "qat"):
+        assert run(method, "--params", params, "--out", str(tmp_path / method)).exit_code == 0
+        variant = load_variant(tmp_path / method, 1, torch.rand(2, 1, 28, 28))
+        assert backend in variant.forms and not variant.left_out, variant.left_out
+    assert (tmp_path / "qat/model.pt2").is_file() and variant.recipe.per_channel
