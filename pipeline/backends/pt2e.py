@@ -28,6 +28,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     X86InductorQuantizer,
+    _skip_annotate,
     get_default_x86_inductor_quantization_config,
 )
 
@@ -86,13 +87,39 @@ def static_config(observer: str, symmetric_activations: bool) -> QuantizationCon
 LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
 
 
+class EveryLinear(X86InductorQuantizer):
+    """X86InductorQuantizer, and the linear ops it leaves in FP32. It finds linear ops by the module that called
+    them (nn.Linear, or F.linear directly), which misses those nn.MultiheadAttention computes with its own
+    weights: its input and output projections, 47% of the default ViT's weights. Each of those is annotated as
+    the quantizer annotates any other linear op, unless a filter (static.skip_layers) keeps it in FP32."""
+
+    def _annotate_linear(self, graph: torch.fx.GraphModule, config: QuantizationConfig, filter_fn=None) -> None:
+        super()._annotate_linear(graph, config, filter_fn)
+        for node in graph.graph.nodes:
+            weight = node.args[1] if node.target == torch.ops.aten.linear.default else None
+            if (
+                weight is not None
+                and weight.op in ("get_attr", "placeholder")
+                and not _skip_annotate([node], filter_fn)
+            ):
+                self._annotate_linear_node_helper(node, True, config)
+
+
 def quantizable_layers(model: nn.Module) -> list[str]:
-    """Names of the modules X86InductorQuantizer turns into int8 kernels: every Linear and Conv2d. An exported
-    graph has no such modules, but each of its ops remembers the module it was traced from."""
+    """Names of the modules whose ops become int8 kernels: every Linear and Conv2d, and each
+    nn.MultiheadAttention (its projections, which it computes itself). An exported graph has no such modules, but
+    each of its ops remembers the module it was traced from."""
     if isinstance(model, torch.fx.GraphModule):
         stacks = [node.meta.get("nn_module_stack") for node in model.graph.nodes if node.target in LAYER_OPS]
         return list(dict.fromkeys(list(stack.values())[-1][0] for stack in stacks if stack))
-    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    attention = [name for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)]
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.MultiheadAttention)
+        or isinstance(module, (nn.Linear, nn.Conv2d))
+        and not any(name.startswith(f"{owner}.") for owner in attention)
+    ]
 
 
 def quantizer(config: QuantizationConfig, model: nn.Module, skip_layers=()) -> X86InductorQuantizer:
@@ -101,7 +128,7 @@ def quantizer(config: QuantizationConfig, model: nn.Module, skip_layers=()) -> X
     unknown = [name for name in skip_layers if name not in known]
     if unknown:
         raise PipelineError(f"static.skip_layers: unknown layer(s) {unknown}; the quantizable layers are {known}")
-    chosen = X86InductorQuantizer().set_global(config)
+    chosen = EveryLinear().set_global(config)
     for name in skip_layers:
         chosen.set_module_name_qconfig(name, None)
     return chosen
@@ -128,7 +155,7 @@ def quantize_only(
     model: nn.Module, name: str, config: QuantizationConfig, images: torch.Tensor, batches: int
 ) -> torch.fx.GraphModule:
     """The FP32 graph with the single layer `name` in int8."""
-    return convert_with(X86InductorQuantizer().set_module_name_qconfig(name, config), model, images, batches)
+    return convert_with(EveryLinear().set_module_name_qconfig(name, config), model, images, batches)
 
 
 def convert_with(
@@ -144,7 +171,7 @@ def prepare_qat(model: nn.Module, input_shape: list[int]) -> torch.fx.GraphModul
     """The exported training graph with fake quantizers in place (BN folded into each conv), ready to fine-tune."""
     config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=True)  # 7 bits: static_config
     graph = export(copy.deepcopy(model).train(), input_shape).module()
-    prepared = prepare_qat_pt2e(graph, X86InductorQuantizer().set_global(config))
+    prepared = prepare_qat_pt2e(graph, EveryLinear().set_global(config))
     # An exported graph has no train/eval of its own; this makes fit()'s model.train() switch its BN ops.
     return allow_train_eval(prepared)
 
@@ -168,7 +195,7 @@ def quantize_dynamic(model: nn.Module, input_shape: list[int]) -> nn.Module:
     has no Linear modules left to swap, so X86InductorQuantizer marks its linear ops for dynamic quantization."""
     if isinstance(model, torch.fx.GraphModule):
         config = get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=True)
-        return convert_with(X86InductorQuantizer().set_global(config), model, torch.zeros(2, *input_shape), 1)
+        return convert_with(EveryLinear().set_global(config), model, torch.zeros(2, *input_shape), 1)
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model
