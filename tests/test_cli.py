@@ -128,7 +128,7 @@ class Exploit:
 
 def test_evaluate_and_report(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(shutil.copytree(trained, tmp_path / "copy"))
-    for stage in ("evaluate", "layers", "sensitivity", "report"):
+    for stage in ("evaluate", "layers", "sensitivity", "draws", "report"):
         assert run(stage).exit_code == 0, stage
     figures = files_under(tmp_path / "copy/reports")
     for name in (
@@ -142,6 +142,8 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
         "figures/layers.png",
         "figures/weights.png",
         "figures/sensitivity.png",
+        "figures/draws.png",
+        "draws.json",
     ):
         assert name in figures
 

@@ -155,4 +155,4 @@ def test_a_new_model_file_reruns_what_follows_the_model_only(exported_repo):
     assert "Running stage 'download'" not in log and "Running stage 'prepare'" not in log
     status = sh("dvc", "status", cwd=exported_repo).splitlines()
     stale = {line.rstrip(":") for line in status if line.endswith(":") and not line.startswith("\t")}
-    assert stale == {"dynamic", "static", "qat", "evaluate", "layers", "sensitivity"}  # what reads the FP32 model
+    assert stale == {"dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "draws"}  # what reads it

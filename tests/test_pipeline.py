@@ -135,7 +135,7 @@ def test_experiment_reruns_only_what_the_param_touches(repo):
     commit(repo, "baseline")
     log = sh("dvc", "exp", "run", "-S", "static.observer=histogram", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    assert ran == {"static", "evaluate", "layers", "sensitivity", "report"}
+    assert ran == {"static", "evaluate", "layers", "sensitivity", "draws", "report"}
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
     changed = diff["reports/metrics.json"]
     assert "fp32.accuracy" not in changed or changed["fp32.accuracy"]["diff"] == 0
@@ -148,7 +148,7 @@ def test_pt2e_backend_runs_every_variant(repo):
     log = sh("dvc", "exp", "run", "-S", "quantize.backend=pt2e", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
     # sensitivity ranks layers with the backend's own static recipe: it runs again too
-    assert ran == {"dynamic", "static", "qat", "evaluate", "sensitivity", "report"}
+    assert ran == {"dynamic", "static", "qat", "evaluate", "sensitivity", "draws", "report"}
     metrics = json.loads((repo / "reports/details.json").read_text())
     assert metrics["environment"]["backend"] == "pt2e"
     for variant in ("dynamic", "static", "qat"):
@@ -169,7 +169,7 @@ def test_runtime_backend_runs_the_conversions_again_only(repo, backend):
     # the workspace keeps the histogram observer of an earlier test, which ONNX Runtime has no counterpart for
     log = sh("dvc", "exp", "run", "-S", f"quantize.backend={backend}", "-S", "static.observer=minmax", cwd=repo)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    conversions = {"dynamic", "static", "qat", "evaluate", "sensitivity", "report"}
+    conversions = {"dynamic", "static", "qat", "evaluate", "sensitivity", "draws", "report"}
     assert conversions <= ran <= conversions | {"layers"}  # layers reads static.observer (run-cached)
     metrics = json.loads((repo / "reports/details.json").read_text())
     assert metrics["environment"]["backend"] == backend

@@ -70,3 +70,28 @@ def test_a_runtime_backend_quantizes_it_and_fine_tunes_it_through_pt2e(vit, tmp_
         variant = load_variant(tmp_path / method, 1, torch.rand(2, 1, 28, 28))
         assert backend in variant.forms and not variant.left_out, variant.left_out
     assert (tmp_path / "qat/model.pt2").is_file() and variant.recipe.per_channel
+
+
+def test_pt2e_quantizes_every_weight_attention_included():
+    """X86InductorQuantizer alone left nn.MultiheadAttention's projections in FP32 (47% of the default ViT)."""
+    from pipeline.backends import pt2e
+
+    torch.manual_seed(0)
+    model = build({"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10}).eval()
+    int8 = pt2e.quantize_static(model, pt2e.static_config("minmax", False), torch.rand(32, 1, 28, 28), 2)
+    weights = [node.args[1] for node in int8.graph.nodes if node.target == torch.ops.aten.linear.default]
+    assert len(weights) == 5 and all("dequantize_per_channel" in str(weight.target) for weight in weights)
+    assert "encoder.layers.encoder_layer_0.self_attention" in pt2e.quantizable_layers(model)
+
+
+def test_pt2e_qat_keeps_each_dropout_rate():
+    """torchao's train/eval switch rewrites every dropout with rate 0.5: the ViT's, of rate 0, then dropped half
+    its activations under QAT."""
+    from pipeline.backends import pt2e
+
+    model = build({"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10})
+    prepared = pt2e.prepare_qat(model, [1, 28, 28])
+    for training in (True, False, True):
+        prepared.train(training)
+        rates = [node.args[1:] for node in prepared.graph.nodes if node.target == torch.ops.aten.dropout.default]
+        assert rates and all(args == (0.0, training) for args in rates), rates
