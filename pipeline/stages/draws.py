@@ -5,8 +5,8 @@
 The static variant's own recipe (read from its files, with any layers a search kept in FP32) is calibrated again
 on `calibration.draws` independent subsets of the training split, each of `calibration.size` images drawn by
 `seed` + 1, + 2, ... (`prepare` drew the variant's own with `seed`), converted by the same backend, and scored
-on the test set. Writes the spread of accuracy and of its change from FP32 (mean, min,
-max) to reports/draws.json, a metrics file, and each draw's figures to reports/plots/draws.json.
+on the test set. Writes the spread of accuracy and of its change from FP32 (mean, min, max) to
+reports/draws.json, a metrics file, and each draw's figures to reports/plots/draws.json.
 """
 
 import statistics
