@@ -109,6 +109,8 @@ class OpenVinoParams(Section):
 
     # performance: symmetric weights and activations; mixed: asymmetric activations (and, for dynamic, weights)
     preset: Literal["performance", "mixed"]
+    # static: NNCF's scheme for the model's kind; transformer is its ModelType.TRANSFORMER
+    model_type: Literal["default", "transformer"]
 
 
 class StaticParams(Section):

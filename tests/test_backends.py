@@ -61,6 +61,8 @@ def test_a_runtime_backend_records_its_own_options():
     assert (recipe.engine, recipe.format, recipe.fused) == ("onnxruntime", "qoperator", None)
     _, dynamic = planned(params(**{"quantize.backend": "openvino"}), "dynamic")
     assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
+    _, static = planned(params(**{"quantize.backend": "openvino", "openvino.model_type": "transformer"}), "static")
+    assert (static.preset, static.model_type) == ("performance", "transformer")
 
 
 @pytest.mark.parametrize(

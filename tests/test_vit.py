@@ -61,14 +61,18 @@ def test_eager_quantizes_its_linear_layers_dynamically_and_names_the_backends_fo
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_a_runtime_backend_quantizes_it_and_fine_tunes_it_through_pt2e(vit, tmp_path, monkeypatch, backend):
-    """The runtimes' quantizers make its dynamic and static int8; its QAT, which they do not do, is pt2e's, since
-    the model has no eager twin."""
+    """The runtimes' quantizers make its dynamic and static int8 (NNCF with its transformer scheme); its QAT,
+    which they do not do, is pt2e's, since the model has no eager twin."""
     monkeypatch.chdir(vit)
-    params = str(write_params(tmp_path / "params.yaml", vit_params(vit.parent, backend)))
+    params = vit_params(vit.parent, backend)
+    params["openvino"]["model_type"] = "transformer"
+    params = str(write_params(tmp_path / "params.yaml", params))
     for method in ("dynamic", "static", "qat"):
         assert run(method, "--params", params, "--out", str(tmp_path / method)).exit_code == 0
         variant = load_variant(tmp_path / method, 1, torch.rand(2, 1, 28, 28))
         assert backend in variant.forms and not variant.left_out, variant.left_out
+        if method == "static" and backend == "openvino":
+            assert variant.recipe.model_type == "transformer"
     assert (tmp_path / "qat/model.pt2").is_file() and variant.recipe.per_channel
 
 

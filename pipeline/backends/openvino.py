@@ -64,6 +64,7 @@ class OpenVino(RuntimeQuantizer):
                 read_openvino(fp32.onnx_file),
                 nncf.Dataset(samples),
                 preset=nncf.QuantizationPreset(recipe.preset),
+                model_type=nncf.ModelType.TRANSFORMER if recipe.model_type == "transformer" else None,
                 subset_size=len(samples),
                 ignored_scope=nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers]),
             )

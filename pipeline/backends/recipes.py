@@ -43,6 +43,7 @@ class StaticRecipe(Recipe):
     skip_layers: tuple[str, ...] = ()
     max_accuracy_drop: float | None = None  # points; skip_layers then holds what the search kept in FP32
     preset: str | None = None  # openvino
+    model_type: str | None = None  # openvino: default | transformer (NNCF's ModelType.TRANSFORMER)
     format: str | None = None  # onnxruntime: qdq | qoperator
     activation_type: str | None = None  # onnxruntime: int8 | uint8
     weight_type: str | None = None  # onnxruntime
