@@ -101,6 +101,13 @@ def test_quantizers_refuse_an_int8_model_as_input(trained, tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+def test_draws_refuses_an_fp32_model_as_the_static_variant(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    result = run("draws", "--static", "models/fp32", "--out", str(tmp_path / "d.json"), "--plot", str(tmp_path / "p"))
+    assert_clean_failure(result, "models/fp32: is an fp32 model, but an int8 model is needed here")
+    assert not (tmp_path / "d.json").exists()
+
+
 def test_truncated_model_file(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(trained)
     cut = tmp_path / "cut.pt"

@@ -56,7 +56,7 @@ def read_fp32(location: Path) -> Fp32Model:
 def require_kind(settings: dict, expect: str, path: Path) -> None:
     """Refuse, naming what it is, a model file of another kind than `expect` (fp32 or int8)."""
     if settings["kind"] != expect:
-        method = settings["recipe"].get("method", "")
+        method = settings.get("recipe", {}).get("method", "")
         raise PipelineError(
             f"{path}: is an {settings['kind']} {method} model, but an {expect} model is needed here".replace("  ", " ")
         )

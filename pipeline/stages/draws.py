@@ -22,7 +22,7 @@ from pipeline.backends.recipes import recipe_from
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import draw_calibration, load_split, read_info
 from pipeline.formats.files import holds_pytorch_model
-from pipeline.formats.fp32 import read_fp32
+from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.formats.variants import read_model, read_settings
 from pipeline.measure.accuracy import logits
 from pipeline.measure.variants import load_variant
@@ -58,18 +58,20 @@ def command(
 ) -> None:
     """Calibrate static int8 again on other subsets of the training split, and measure the spread."""
     params = load_params(params_file)
-    settings = params.calibration
-    recipe = recipe_from(read_settings(static_folder)["recipe"], static_folder)
+    calibration = params.calibration
+    settings = read_settings(static_folder)
+    require_kind(settings, "int8", static_folder)
+    recipe = recipe_from(settings["recipe"], static_folder)
     backend, fp32 = backend_of(recipe), read_fp32(fp32_folder)
     train = dict(zip(("images", "labels"), load_split(data_dir / "train.pt")))
     images, labels = load_split(data_dir / "test.pt")
     reference = accuracy_of(fp32_folder, images, labels)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for draw in tqdm(range(1, settings.draws + 1), desc="draws", disable=None):
-            subset = draw_calibration(train, settings.size, params.seed + draw)["images"]
+        for draw in tqdm(range(1, calibration.draws + 1), desc="draws", disable=None):
+            subset = draw_calibration(train, calibration.size, params.seed + draw)["images"]
             folder = Path(workdir) / f"draw_{draw}"
-            backend.static(fp32, recipe, Calibration(subset, settings.batches), folder, read_info(data_dir))
+            backend.static(fp32, recipe, Calibration(subset, calibration.batches), folder, read_info(data_dir))
             accuracy = accuracy_of(folder, images, labels)
             rows.append({"draw": draw, "accuracy": accuracy, "accuracy_change": round(accuracy - reference, 4)})
     found = {"accuracy": spread([row["accuracy"] for row in rows])} if rows else {}
