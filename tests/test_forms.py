@@ -37,10 +37,10 @@ def test_a_vision_transformer_graph_keeps_its_free_batch(tmp_path):
 
 def test_an_onnx_file_with_a_fixed_batch_is_refused_by_name(trained, tmp_path):
     path = shutil.copy(trained / "models/fp32/model.onnx", tmp_path / "model.onnx")
-    require_free_batch(path, path)
+    require_free_batch(onnx.load(path), path)
     fix_batch(path)
     with pytest.raises(PipelineError, match=r"model\.onnx: the ONNX exporter fixed the batch size at 1; it must be"):
-        require_free_batch(path, path)
+        require_free_batch(onnx.load(path), path)
 
 
 def test_a_form_that_fails_is_left_out_with_why(trained, tmp_path):

@@ -61,15 +61,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, settings: dict, path: P
                 )
         except Exception as error:  # the exporters raise many classes, each with a long report
             raise PipelineError(f"{path}: the model cannot be exported to ONNX ({first_line(error)})") from None
-        label_onnx(temporary, settings)
-        require_free_batch(temporary, path)
+        require_free_batch(label_onnx(temporary, settings), path)
 
 
-def require_free_batch(path: Path, named: Path) -> None:
-    """Refuse an ONNX file that the checker rejects or whose input has a fixed batch size: ONNX Runtime would
-    refuse every other batch size only when evaluation runs it."""
+def require_free_batch(graph, named: Path) -> None:
+    """Refuse an ONNX graph (a ModelProto) that the checker rejects or whose input has a fixed batch size: ONNX
+    Runtime would refuse every other batch size only when evaluation runs it."""
     onnx = require("onnx")
-    graph = onnx.load(str(path))
     try:
         onnx.checker.check_model(graph, full_check=True)
     except Exception as error:  # onnx.checker.ValidationError, or an inference error from its shape check
@@ -79,9 +77,10 @@ def require_free_batch(path: Path, named: Path) -> None:
         raise PipelineError(f"{named}: the ONNX exporter fixed the batch size at {batch.dim_value}; it must be free")
 
 
-def label_onnx(path: Path, settings: dict) -> None:
+def label_onnx(path: Path, settings: dict):
     """Put `settings` into an ONNX file's metadata, in place, and drop the Python stack trace the dynamo exporter
-    writes beside each node: it holds the checkout's path, so every clone wrote other bytes."""
+    writes beside each node: it holds the checkout's path, so every clone wrote other bytes. Returns the graph
+    as written."""
     onnx = require("onnx")
     graph = onnx.load(str(path))
     for node in graph.graph.node:
@@ -90,6 +89,7 @@ def label_onnx(path: Path, settings: dict) -> None:
         node.metadata_props.extend(kept)
     onnx.helper.set_model_props(graph, {SETTINGS_KEY: json.dumps(settings)})
     onnx.save(graph, str(path))
+    return graph
 
 
 def onnx_floor_bytes(path: Path) -> int:

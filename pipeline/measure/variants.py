@@ -36,8 +36,8 @@ class Variant:
 
 def load_variant(folder: Path, threads: int, probe: torch.Tensor) -> Variant:
     """Load every file of a model's folder (a damaged PyTorch file stops evaluation before any timing) and run
-    each form once on `probe` and on one and two of its images: a form that fails is left out, with why; the
-    model is refused only when no form of it runs."""
+    each form once on `probe`, and each runtime's also on one and two of its images: a form that fails is left
+    out, with why; the model is refused only when no form of it runs."""
     forms, left_out = runtime_forms(folder, threads)
     model, settings, preferred = None, None, None
     if holds_pytorch_model(folder):
@@ -152,6 +152,7 @@ def interval(result: dict) -> list[float]:
 
 def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
     """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
+    fp32 = results["fp32"]["accuracy"]
     variants = [
         {
             "variant": name,
@@ -162,7 +163,6 @@ def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
             "deploy_size_kb": r["deploy_size_bytes"] / 1000,
         }
         for name, r in results.items()
-        for fp32 in [results["fp32"]["accuracy"]]
     ]
     latency = [
         {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}

@@ -18,14 +18,13 @@ import typer
 from tqdm import tqdm
 
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import recipe_from
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import draw_calibration, load_split, read_info
 from pipeline.formats.files import holds_pytorch_model
 from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.formats.variants import read_model, read_settings
 from pipeline.measure.accuracy import logits
-from pipeline.measure.variants import load_variant
+from pipeline.measure.variants import load_variant, recipe_of
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
 from pipeline.safe_io import save_json
@@ -61,7 +60,7 @@ def command(
     calibration = params.calibration
     settings = read_settings(static_folder)
     require_kind(settings, "int8", static_folder)
-    recipe = recipe_from(settings["recipe"], static_folder)
+    recipe, data = recipe_of(settings, static_folder), read_info(data_dir)
     backend, fp32 = backend_of(recipe), read_fp32(fp32_folder)
     train = dict(zip(("images", "labels"), load_split(data_dir / "train.pt")))
     images, labels = load_split(data_dir / "test.pt")
@@ -71,7 +70,7 @@ def command(
         for draw in tqdm(range(1, calibration.draws + 1), desc="draws", disable=None):
             subset = draw_calibration(train, calibration.size, params.seed + draw)["images"]
             folder = Path(workdir) / f"draw_{draw}"
-            backend.static(fp32, recipe, Calibration(subset, calibration.batches), folder, read_info(data_dir))
+            backend.static(fp32, recipe, Calibration(subset, calibration.batches), folder, data)
             accuracy = accuracy_of(folder, images, labels)
             rows.append({"draw": draw, "accuracy": accuracy, "accuracy_change": round(accuracy - reference, 4)})
     found = {"accuracy": spread([row["accuracy"] for row in rows])} if rows else {}
