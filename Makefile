@@ -14,7 +14,7 @@ JOBS ?= 2
 SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|fuse)$$|quantize\.per_channel|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
 SWEEP_PLOTS := "Accuracy vs size" "Latency at each batch size"
 
-.PHONY: repro test data sweep bench
+.PHONY: repro test data sweep bench results
 
 repro: $(VENV)/installed data
 	$(RUN) dvc repro
@@ -26,6 +26,13 @@ test: $(VENV)/installed
 # per architecture and batch size, printed as tables and written to reports/bench.md with the CPU they ran on.
 bench: $(VENV)/installed
 	$(RUN) python -m pipeline bench --markdown reports/bench.md
+
+# The results tables of a docs/ page, from experiments: SET names a set of docs/results.yaml (its page and its
+# runs). Each run is one `dvc exp run`, one at a time, so their timings do not compete; then the page's tables are
+# rewritten from them. `python -m pipeline results $(SET)` rewrites them again without running anything.
+SET ?= backends
+results: $(VENV)/installed data
+	$(RUN) python -m pipeline results $(SET) --run
 
 # Results: reports/sweep.md (the key params and metrics of every experiment) and reports/sweep/index.html
 # (the accuracy-vs-size and latency plots of every experiment, overlaid).

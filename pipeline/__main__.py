@@ -33,7 +33,7 @@ STAGES = (
     *("download", "prepare", "train", "export", "dynamic", "static", "qat"),
     *("evaluate", "layers", "sensitivity", "draws", "report"),
 )
-COMMANDS = (*STAGES, "bench", "predict")
+COMMANDS = (*STAGES, "bench", "predict", "results")
 
 
 def one_line_errors(command):

@@ -115,7 +115,8 @@ class OpenVinoParams(Section):
 
 class StaticParams(Section):
     fuse: bool
-    observer: Literal["minmax", "moving_average_minmax", "histogram"]
+    observer: Literal["minmax", "moving_average_minmax", "histogram", "percentile", "entropy", "mse"]
+    percentile: Annotated[float, Field(gt=50, lt=100)]  # the percentile observer's share of activations, in %
     symmetric_activations: bool
     skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
     max_accuracy_drop: Points | None  # points; if set, keep the fewest more layers in FP32 to stay within it

@@ -68,7 +68,8 @@ def test_a_runtime_backend_records_its_own_options():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"static.observer": "histogram"}, "static.observer: histogram has no ONNX Runtime counterpart"),
+        ({"static.observer": "histogram"}, "static.observer: histogram: ONNX Runtime has no counterpart of PyTorch's"),
+        ({"static.observer": "mse"}, "static.observer: mse: ONNX Runtime has no MSE calibration; use minmax, "),
         ({"static.max_accuracy_drop": 0.5}, "static.max_accuracy_drop: searched with the eager and pt2e backends only"),
     ],
 )

@@ -1,18 +1,22 @@
 """Each observer choice is a real PyTorch observer: its scale and zero point match a hand computation."""
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.backends.eager.modules import freeze_qat, prepare_qat, quantize_static, static_qconfig, use_engine
+from pipeline.backends.ranges import ENTROPY_BINS, entropy_range, mse_range, percentile_range
 from pipeline.models.architectures import CNN, MLP
 from tests.conftest import IDX_SHAPE
 from tests.test_cli import assert_clean_failure, run
 
 
-def input_qparams(batches: list[torch.Tensor], observer: str, symmetric: bool = False) -> tuple[float, int]:
+def input_qparams(
+    batches: list[torch.Tensor], observer: str, symmetric: bool = False, percentile: float | None = None
+) -> tuple[float, int]:
     """Scale and zero point the input QuantStub gets from calibrating on `batches` (x86: activations 0..127)."""
     use_engine("x86")
-    qconfig = static_qconfig(observer, False, "x86", symmetric_activations=symmetric)
+    qconfig = static_qconfig(observer, False, "x86", symmetric_activations=symmetric, percentile=percentile)
     int8 = quantize_static(MLP([4], *IDX_SHAPE).eval(), qconfig, torch.cat(batches), len(batches), fused=True)
     return int8.quant.scale.item(), int8.quant.zero_point.item()
 
@@ -52,6 +56,37 @@ def test_histogram_is_pytorchs_histogram_observer():
     scale, zero_point = input_qparams([data], "histogram")
     assert scale == expected_scale.item() and zero_point == expected_zero_point.item() == 0
     assert scale < input_qparams([data], "minmax")[0] == pytest.approx(data.max().item() / 127, rel=1e-6)
+
+
+def test_percentile_ranges():
+    # Central 98% of [0, 3] holding 1, 98 and 1 values per unit: 1% is cut from each end, the middle bin kept.
+    assert percentile_range(np.array([1.0, 98, 1]), 0, 3, 98, symmetric=False) == (1, 2)
+    # Symmetric: magnitudes of bins centred at -1.5, -0.5, 0.5, 1.5 are 0.5 (97 values) and 1.5 (3 values); 97%
+    # of them are at most 1, the top of the bin holding 0.5 on [0, 2] in four bins.
+    assert percentile_range(np.array([1.0, 48, 49, 2]), -2, 2, 97, symmetric=True) == (-1, 1)
+
+
+def test_percentile_observer():
+    # Uniform on [-1, 3]: its central 90% is [-0.8, 2.8], so scale 3.6 / 127 and zero point round(0.8 / scale) = 28.
+    scale, zero_point = input_qparams([images_spanning(-1, 3)], "percentile", percentile=90)
+    assert scale == pytest.approx(3.6 / 127, rel=2e-3) and zero_point == 28
+
+
+def test_entropy_range_ends_where_the_values_end():
+    # 1,000 values in each of the first 300 of 2048 bins on [0, 16]. A threshold below bin 300 folds the rest into
+    # its last bin, which 128 levels cannot show (KL above 0); at bin 300, 128 levels of 2 bins (the last: 46)
+    # hold equal counts, as the bins do (KL 0), and no later threshold does better: 16 * 300 / 2048 = 2.34375.
+    counts = np.zeros(ENTROPY_BINS)
+    counts[:300] = 1000
+    assert entropy_range(counts, 0, 16, symmetric=False) == (0, 2.34375)
+
+
+def test_mse_range_trades_an_outlier_for_the_bulk():
+    # Values at 0.5 (100) and 3.5 (1) on 0..1 (two levels: 0 and the scale). With range [0, 4b] the error is
+    # 100 (0.5 - q(0.5))^2 + (3.5 - 4b)^2: 25.25 at b = 1; at b = 0.14 (scale 0.56), 100 * 0.06^2 + 2.94^2 = 9.00,
+    # the least over b = 0.02, 0.04, ..., 1 (b = 0.12: 9.16; 0.16: 10.14).
+    low, high = mse_range(np.array([100.0, 0, 0, 1]), 0, 4, quant_min=0, quant_max=1, symmetric=False)
+    assert (low, high) == (0, pytest.approx(0.56))
 
 
 def test_qat_freeze_stops_observers_and_batch_norm():

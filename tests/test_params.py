@@ -36,8 +36,9 @@ def edited(tmp_path, old: str, new: str):
         ),
         (
             "observer: minmax",
-            "observer: entropy",
-            "static.observer: Input should be 'minmax', 'moving_average_minmax' or 'histogram'",
+            "observer: kl",
+            "static.observer: Input should be 'minmax', 'moving_average_minmax', 'histogram', 'percentile', 'entropy' "
+            "or 'mse'",
         ),
         (
             "engine: auto",

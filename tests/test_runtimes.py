@@ -30,7 +30,7 @@ from tests.conftest import ROOT
 DATA = DataInfo("test", 1, 12, 12, tuple(str(label) for label in range(4)))
 ORT_OPTIONS = {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
 ORT_STATIC = StaticRecipe("onnxruntime", "onnxruntime", None, "minmax", True, False, ("features.0",), **ORT_OPTIONS)
-OV_STATIC = StaticRecipe("openvino", "openvino", None, "nncf", True, None, ("features.0",), preset="performance")
+OV_STATIC = StaticRecipe("openvino", "openvino", None, "minmax", True, None, ("features.0",), preset="performance")
 
 
 def fp32_folder(model: torch.nn.Module, arch: dict, folder) -> Fp32Model:

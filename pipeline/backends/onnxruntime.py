@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.interface import Calibration
-from pipeline.backends.onnxruntime_quantizer import OBSERVERS, dynamic_twin, quantize_static
+from pipeline.backends.onnxruntime_quantizer import CALIBRATIONS, NO_CALIBRATION, dynamic_twin, quantize_static
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
@@ -26,9 +26,9 @@ class OnnxRuntime(RuntimeQuantizer):
         return f"onnxruntime (ONNX Runtime {version('onnxruntime')}'s quantizer)"
 
     def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
-        if recipe.observer not in OBSERVERS:
+        if recipe.observer in NO_CALIBRATION:
             raise PipelineError(
-                f"static.observer: {recipe.observer} has no ONNX Runtime counterpart; use {' or '.join(OBSERVERS)}"
+                f"static.observer: {recipe.observer}: {NO_CALIBRATION[recipe.observer]}; use {', '.join(CALIBRATIONS)}"
             )
         return super().static_recipe(recipe)
 

@@ -18,8 +18,26 @@ from pipeline.formats.variants import Writer
 from pipeline.optional import require
 from pipeline.safe_io import atomic_path
 
-# ONNX Runtime's calibration for PyTorch's observers of the same name; it has none like HistogramObserver's
-OBSERVERS = {"minmax": {}, "moving_average_minmax": {"CalibMovingAverage": True}}
+# ONNX Runtime's calibration for the observers of the same name (pipeline.backends.ranges defines percentile as
+# ONNX Runtime's Percentile does), and why it has none for the others.
+CALIBRATIONS = {"minmax": "MinMax", "moving_average_minmax": "MinMax", "percentile": "Percentile"}
+NO_CALIBRATION = {
+    "histogram": "ONNX Runtime has no counterpart of PyTorch's HistogramObserver",
+    # quantize_static passes no bin counts to the calibrator, whose defaults (128 bins searched for 128 levels)
+    # leave one candidate: the whole range
+    "entropy": "ONNX Runtime's Entropy calibration, as quantize_static runs it, searches no range (128 bins for 128 "
+    "levels)",
+    "mse": "ONNX Runtime has no MSE calibration",
+}
+
+
+def calibration_options(recipe: StaticRecipe) -> dict:
+    """quantize_static's extra options for the recipe's observer."""
+    if recipe.observer == "moving_average_minmax":
+        return {"CalibMovingAverage": True}
+    if recipe.observer == "percentile":
+        return {"CalibPercentile": recipe.percentile, "CalibTensorRangeSymmetric": recipe.symmetric_activations}
+    return {}
 
 
 def dynamic_twin(fp32_onnx: Path, recipe: DynamicRecipe) -> Writer:
@@ -61,7 +79,8 @@ def quantize_static(
             activation_type=quant_type(quantization, recipe.activation_type),
             weight_type=quant_type(quantization, recipe.weight_type),
             nodes_to_exclude=onnx_nodes(prepared, list(recipe.skip_layers), fp32_onnx),
-            extra_options={"ActivationSymmetric": recipe.symmetric_activations, **OBSERVERS[recipe.observer]},
+            calibrate_method=quantization.CalibrationMethod[CALIBRATIONS[recipe.observer]],
+            extra_options={"ActivationSymmetric": recipe.symmetric_activations, **calibration_options(recipe)},
         )
         label_onnx(temporary, settings)
 

@@ -12,6 +12,7 @@ from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
+from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import onnx_nodes
@@ -19,12 +20,17 @@ from pipeline.formats.openvino import read_openvino, save_openvino
 from pipeline.formats.variants import int8_settings, openvino_writer, save_variant
 from pipeline.optional import require
 
+# NNCF's range estimators for the observers of the same name: the smallest and largest activation seen, and
+# NNCF's port of PyTorch's HistogramObserver. Without one, NNCF takes the mean over calibration images of each
+# image's smallest and largest activation (its MEAN_MINMAX), which clips more.
+RANGE_ESTIMATORS = {"minmax": "MINMAX", "histogram": "HISTOGRAM"}
+
 
 class OpenVino(RuntimeQuantizer):
     name = "openvino"
     requires = ("openvino", "nncf", "onnx")
     section = "openvino"
-    overrules = "NNCF gives each output channel of a weight its own scale, and chooses activation ranges itself"
+    overrules = "NNCF gives each output channel of a weight its own scale; its preset decides activations' symmetry"
 
     def label(self) -> str:
         return f"openvino (NNCF {version('nncf')})"
@@ -34,8 +40,13 @@ class OpenVino(RuntimeQuantizer):
         return replace(super().dynamic_recipe(recipe), per_channel=True, weight_type=None, reduce_range=None)
 
     def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
+        if recipe.observer not in RANGE_ESTIMATORS:
+            raise PipelineError(
+                f"static.observer: {recipe.observer}: NNCF has no range estimator of that definition for the "
+                f"activations it sees one image at a time; use {' or '.join(RANGE_ESTIMATORS)}"
+            )
         carried = super().static_recipe(recipe)
-        return replace(carried, observer="nncf", per_channel=True, symmetric_activations=None)
+        return replace(carried, per_channel=True, symmetric_activations=None)
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         """int8 weights (a scale per output channel), activations in FP32: NNCF's weight compression, its weights
@@ -65,6 +76,11 @@ class OpenVino(RuntimeQuantizer):
                 nncf.Dataset(samples),
                 preset=nncf.QuantizationPreset(recipe.preset),
                 model_type=nncf.ModelType.TRANSFORMER if recipe.model_type == "transformer" else None,
+                advanced_parameters=nncf.AdvancedQuantizationParameters(
+                    activations_range_estimator_params=getattr(
+                        nncf.quantization.range_estimator.RangeEstimatorParametersSet, RANGE_ESTIMATORS[recipe.observer]
+                    )
+                ),
                 subset_size=len(samples),
                 ignored_scope=nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers]),
             )

@@ -34,6 +34,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 
 from pipeline.backends.eager.modules import calibrate
 from pipeline.backends.interface import Backend, Calibration
+from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.onnxruntime_quantizer import dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
@@ -47,6 +48,7 @@ ACTIVATION_OBSERVERS = {
     "minmax": MinMaxObserver,
     "moving_average_minmax": MovingAverageMinMaxObserver,
     "histogram": HistogramObserver,
+    **range_searches(HistogramObserver),
 }
 BATCH = torch.export.Dim("batch")
 
@@ -57,7 +59,7 @@ def export(model: nn.Module, input_shape: list[int]) -> torch.export.ExportedPro
     return torch.export.export(model, (torch.zeros(2, *input_shape),), dynamic_shapes=({0: BATCH},))
 
 
-def static_config(observer: str, symmetric_activations: bool) -> QuantizationConfig:
+def static_config(observer: str, symmetric_activations: bool, percentile: float | None = None) -> QuantizationConfig:
     """The static recipe of params.yaml in the quantizer's terms, with the same activation observers as the eager
     backend. Weights are always per output channel: Inductor lowers only those to int8 kernels (per-tensor
     weights stay dequantize + FP32 op, measured 3.5x slower than per-channel on the CNN)."""
@@ -70,7 +72,9 @@ def static_config(observer: str, symmetric_activations: bool) -> QuantizationCon
         quant_max=127,
         qscheme=torch.per_tensor_symmetric if symmetric_activations else torch.per_tensor_affine,
         is_dynamic=False,
-        observer_or_fake_quant_ctr=ACTIVATION_OBSERVERS[observer].with_args(eps=2**-12),
+        observer_or_fake_quant_ctr=ACTIVATION_OBSERVERS[observer].with_args(
+            eps=2**-12, **observer_options(observer, percentile)
+        ),
     )
     weight = QuantizationSpec(
         dtype=torch.int8,
@@ -208,7 +212,7 @@ class Pt2eConversion:
 
     def __init__(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration):
         self.model, self.images, self.batches = model, calibration.images, calibration.batches
-        self.config = static_config(recipe.observer, recipe.symmetric_activations)
+        self.config = static_config(recipe.observer, recipe.symmetric_activations, recipe.percentile)
 
     def layers(self) -> list[str]:
         return quantizable_layers(self.model)

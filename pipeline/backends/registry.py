@@ -65,6 +65,7 @@ def asked_dynamic(params: Params) -> DynamicRecipe:
 def conversion_recipe(params: Params) -> StaticRecipe:
     """The static recipe without the layers kept in FP32: what sensitivity ranks layers with."""
     static = params.static
+    percentile = static.percentile  # read whatever the observer: dvc.yaml lists the key for when it is percentile
     return StaticRecipe(
         params.quantize.backend,
         params.engine,
@@ -72,6 +73,7 @@ def conversion_recipe(params: Params) -> StaticRecipe:
         static.observer,
         params.quantize.per_channel,
         static.symmetric_activations,
+        percentile=percentile if static.observer == "percentile" else None,
     )
 
 

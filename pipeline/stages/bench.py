@@ -26,6 +26,7 @@ from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32, save_trained
 from pipeline.formats.fp32_export import export_fp32
+from pipeline.markdown import row_line, table
 from pipeline.measure.latency import best_of, cpu_info, cpu_model, example_batch, time_models
 from pipeline.measure.variants import load_variant
 from pipeline.models.architectures import architecture, build
@@ -120,7 +121,7 @@ def bench_tables(params: Params, archs: list[str], engines, backends, timing, im
     """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own."""
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
     fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
-    lines, fp32_lines = [table_row(header), table_rule(header)], [table_row(fp32_header), table_rule(fp32_header)]
+    lines, fp32_lines = table(header, []), table(fp32_header, [])
     for name in archs:
         arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
         with tempfile.TemporaryDirectory() as workdir:
@@ -130,14 +131,6 @@ def bench_tables(params: Params, archs: list[str], engines, backends, timing, im
         lines += rows
         fp32_lines += fp32_rows
     return fp32_lines, lines
-
-
-def table_row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def table_rule(cells: list[str]) -> str:
-    return "|" + "---|" * len(cells)
 
 
 def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path):
@@ -160,7 +153,7 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
     for key in fastest_fp32:
         on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
         cells = [cell(best_of(found)[key]) if found else "left out" for found in on]
-        fp32_rows.append(table_row([arch["name"], key.removeprefix("batch_"), *cells]))
+        fp32_rows.append(row_line([arch["name"], key.removeprefix("batch_"), *cells]))
     rows = []
     for backend, runtime in itertools.product(setups, EVERY_RUNTIME):
         on = {method: on_runtime(timed.get((backend, method), {}), runtime) for method in ("dynamic", "static")}
@@ -171,6 +164,6 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
             row = [arch["name"], backend, runtime, key.removeprefix("batch_"), cell(fp32_best)]
             row += [cell(entry) if entry else "-" for entry in best.values()]
             row += [f"{fp32_best['median_ms'] / entry['median_ms']:.2f}" if entry else "-" for entry in best.values()]
-            rows.append(table_row(row))
+            rows.append(row_line(row))
             typer.echo(rows[-1])
     return rows, fp32_rows

@@ -54,6 +54,7 @@ def command(
         settings.observer,
         params.quantize.per_channel,
         settings.symmetric_activations,
+        percentile=settings.percentile,
     )
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
     rows, histograms, summary = recompute(fp32, recipe, calibration)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.markdown import change_cell, table
 from pipeline.paths import DETAILS_FILE, DRAWS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
 from pipeline.safe_io import load_json, save_text
 
@@ -35,12 +36,6 @@ def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
     return row
 
 
-def change_cell(ratios: dict) -> str:
-    """The accuracy change in points, its 95% interval, and what it amounts to."""
-    low, high = (end * 100 for end in ratios["accuracy_change_ci95"])
-    return f"{ratios['accuracy_change'] * 100:+.2f} [{low:+.2f}, {high:+.2f}]: {ratios['accuracy_verdict']}"
-
-
 def summary_markdown(metrics: dict) -> str:
     """One row per variant: accuracy, fidelity to FP32, deployed size, best-form latency; then the machine."""
     batch_keys = list(metrics["fp32"]["latency_ms"])
@@ -57,8 +52,7 @@ def summary_markdown(metrics: dict) -> str:
     for key in batch_keys:
         label = key.replace("_", " ")
         header += [f"{label} median / p90 (ms)", f"{label} best form", f"{label} x faster"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(summary_row(name, metrics[name], batch_keys)) + " |" for name in VARIANTS]
+    lines = table(header, [summary_row(name, metrics[name], batch_keys) for name in VARIANTS])
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
     backend = env.get("backend_label", env["backend"])

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
+from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.recipes import DynamicRecipe, Recipe, StaticRecipe
 from pipeline.errors import PipelineError
 from pipeline.models.architectures import build
@@ -19,6 +20,7 @@ ACTIVATION_OBSERVERS = {
     "minmax": tq.MinMaxObserver,
     "moving_average_minmax": tq.MovingAverageMinMaxObserver,
     "histogram": tq.HistogramObserver,
+    **range_searches(tq.HistogramObserver),
 }
 
 
@@ -33,7 +35,9 @@ def quantize_dynamic(model: nn.Module, per_channel: bool = False) -> nn.Module:
     return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
 
 
-def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False) -> tq.QConfig:
+def static_qconfig(
+    observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False, percentile: float | None = None
+) -> tq.QConfig:
     # x86/fbgemm kernels can overflow their 16-bit intermediate sums on CPUs without VNNI; 7-bit activations
     # (quant_max 127) avoid it, as PyTorch's own default qconfig for these engines does.
     activation_max = 127 if engine in ("x86", "fbgemm") else 255
@@ -42,6 +46,7 @@ def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_acti
         qscheme=torch.per_tensor_symmetric if symmetric_activations else torch.per_tensor_affine,
         quant_min=0,
         quant_max=activation_max,
+        **observer_options(observer, percentile),
     )
     if per_channel:
         weight = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
@@ -52,7 +57,9 @@ def static_qconfig(observer: str, per_channel: bool, engine: str, symmetric_acti
 
 def recipe_qconfig(recipe: StaticRecipe) -> tq.QConfig:
     """The qconfig of a static recipe, for its engine."""
-    return static_qconfig(recipe.observer, recipe.per_channel, recipe.engine, recipe.symmetric_activations)
+    return static_qconfig(
+        recipe.observer, recipe.per_channel, recipe.engine, recipe.symmetric_activations, recipe.percentile
+    )
 
 
 def has_eager_twin(model: nn.Module) -> bool:

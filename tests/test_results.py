@@ -1,0 +1,82 @@
+"""The docs/ results tables: rendered from experiments' metrics, written between a page's markers; every set runs."""
+
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from pipeline.errors import PipelineError
+from pipeline.measure import result_tables
+from pipeline.measure.result_tables import Experiment, ResultSet, load_set, read_experiment, render, replace_block
+from pipeline.paths import DETAILS_FILE, METRICS_FILE
+from pipeline.safe_io import load_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def committed_run(settings: list[str]) -> Experiment:
+    """The default run's committed metrics, as an experiment."""
+    metrics, details = load_json(ROOT / METRICS_FILE), load_json(ROOT / DETAILS_FILE)
+    return Experiment(settings, metrics, details, commit="abc1234", day=date(2026, 12, 2))
+
+
+def test_tables_hold_each_run_s_figures_and_the_machine():
+    experiment = committed_run(["quantize.backend=pt2e"])
+    results = ResultSet("demo", Path("page.md"), {"one": experiment.settings})
+    text = render(results, {"one": experiment})
+    static = experiment.metrics["static"]
+    low, high = (end * 100 for end in static["vs_fp32"]["accuracy_change_ci95"])
+    assert (
+        f"{static['accuracy']:.4f}, {static['vs_fp32']['accuracy_change'] * 100:+.2f} [{low:+.2f}, {high:+.2f}]" in text
+    )
+    speedups = static["vs_fp32"]["speedup"]
+    assert " / ".join(f"{speedups[batch]:.2f}x" for batch in speedups) in text
+    assert f"{experiment.details['static']['deploy_size_bytes'] / 1000:.1f} KB" in text
+    assert experiment.details["environment"]["cpu_model"] in text
+    assert "| one | `quantize.backend=pt2e` |" in text
+    assert "commit abc1234, run 2026-12-02" in text
+
+
+def test_the_block_between_a_set_s_markers_is_replaced_and_the_rest_kept():
+    page = "# Page\n\nbefore\n<!-- results demo -->\nold table\n<!-- end results demo -->\nafter\n"
+    rewritten = replace_block(page, "demo", "new table", Path("page.md"))
+    assert rewritten == "# Page\n\nbefore\n<!-- results demo -->\n\nnew table\n\n<!-- end results demo -->\nafter\n"
+    assert replace_block(rewritten, "demo", "new table", Path("page.md")) == rewritten
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["no markers\n", "<!-- end results demo -->\n<!-- results demo -->\n", "<!-- results demo -->\n" * 2],
+)
+def test_a_page_without_its_markers_once_in_order_is_refused(page):
+    markers = "page.md must hold the lines <!-- results demo --> and <!-- end results demo -->"
+    with pytest.raises(PipelineError, match=markers):
+        replace_block(page, "demo", "table", Path("page.md"))
+
+
+def test_every_set_names_a_page_with_its_markers_and_settings_params_yaml_has():
+    """`dvc exp run -S` refuses a key params.yaml lacks: a set's typo would stop `make results` after its first runs."""
+    params = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
+    sets = YAML(typ="safe").load((ROOT / result_tables.SETS_FILE).read_text())
+    for name in sets:
+        results = load_set(name, ROOT / result_tables.SETS_FILE)
+        page = (ROOT / results.page).read_text()
+        assert replace_block(page, name, "table", results.page)
+        for setting in (setting for settings in results.runs.values() for setting in settings):
+            key, _ = setting.split("=", 1)
+            section = params
+            for part in key.split("."):
+                assert part in section, f"{name}: {key} is not in params.yaml"
+                section = section[part]
+
+
+def test_a_set_or_an_experiment_that_is_not_there_is_named(tmp_path, monkeypatch):
+    with pytest.raises(PipelineError, match="has no results set 'nothing'; it has backends"):
+        load_set("nothing", ROOT / result_tables.SETS_FILE)
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "--quiet"], check=True)
+    results = ResultSet("demo", Path("page.md"), {"one": []})
+    with pytest.raises(PipelineError, match="no DVC experiment named demo-one: run `make results SET=demo` first"):
+        read_experiment(results, "one")
