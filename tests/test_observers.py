@@ -111,3 +111,41 @@ def test_more_calibration_batches_than_images(trained, tmp_path, monkeypatch):
     before = (work / "models/int8_static/model.pt").read_bytes()
     assert_clean_failure(run("static"), "calibration.batches: 1000 batches cannot be made of 100 calibration images")
     assert (work / "models/int8_static/model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_percentile_is_onnx_runtimes_percentile(tmp_path, symmetric):
+    """The name means one method: ONNX Runtime's Percentile calibration, on the same skewed values with an outlier,
+    finds the same range to within two of its histogram's bins (its bins span [-max |x|, max |x|], ours [min, max])."""
+    onnx, calibrate = pytest.importorskip("onnx"), pytest.importorskip("onnxruntime.quantization.calibrate")
+    rng = np.random.default_rng(0)
+    values = np.append(rng.gamma(2.0, 1.0, 49_999) - 1, 30).astype(np.float32).reshape(50, 1000)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "x"], ["y"])],
+        "twice",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 1000])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 1000])],
+    )
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "twice.onnx")
+    calibrator = calibrate.create_calibrator(
+        tmp_path / "twice.onnx",
+        augmented_model_path=str(tmp_path / "augmented.onnx"),
+        calibrate_method=calibrate.CalibrationMethod.Percentile,
+        extra_options={"percentile": 99.9, "symmetric": symmetric},
+    )
+    calibrator.collect_data(Rows(values))
+    onnx_runtime_range = [float(end) for end in calibrator.compute_data()["x"].range_value]
+    counts, edges = np.histogram(values, 2048)
+    ours = percentile_range(counts.astype(float), float(edges[0]), float(edges[-1]), 99.9, symmetric)
+    assert ours == pytest.approx(onnx_runtime_range, abs=2 * 2 * 30 / 2048)
+
+
+class Rows:
+    """ONNX Runtime's calibration data reader: one row of values per call."""
+
+    def __init__(self, values: np.ndarray):
+        self.rows = iter(values)
+
+    def get_next(self):
+        row = next(self.rows, None)
+        return None if row is None else {"x": row[None]}
