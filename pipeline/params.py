@@ -102,6 +102,7 @@ class OnnxRuntimeParams(Section):
     activation_type: Literal["int8", "uint8"]
     weight_type: Literal["int8", "uint8"]
     reduce_range: bool  # 7-bit weights: for uint8 activations on CPUs without VNNI, whose kernels can saturate
+    op_types: list[str] | None  # static: the ONNX op types to quantize; None: every one ONNX Runtime can
 
 
 class OpenVinoParams(Section):

@@ -58,7 +58,9 @@ def test_a_backend_that_forces_per_channel_weights_says_so(capsys):
 
 def test_a_runtime_backend_records_its_own_options():
     _, recipe = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.format": "qoperator"}), "static")
-    assert (recipe.engine, recipe.format, recipe.fused) == ("onnxruntime", "qoperator", None)
+    assert (recipe.engine, recipe.format, recipe.fused, recipe.op_types) == ("onnxruntime", "qoperator", None, None)
+    _, chosen = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.op_types": ["MatMul"]}), "static")
+    assert chosen.op_types == ("MatMul",) and chosen.settings()["op_types"] == ["MatMul"]
     _, dynamic = planned(params(**{"quantize.backend": "openvino"}), "dynamic")
     assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
     _, static = planned(params(**{"quantize.backend": "openvino", "openvino.model_type": "transformer"}), "static")
@@ -70,6 +72,10 @@ def test_a_runtime_backend_records_its_own_options():
     [
         ({"static.observer": "histogram"}, "static.observer: histogram: ONNX Runtime has no counterpart of PyTorch's"),
         ({"static.observer": "mse"}, "static.observer: mse: ONNX Runtime has no MSE calibration; use minmax, "),
+        (
+            {"onnxruntime.op_types": ["MatMul", "Linear"]},
+            "onnxruntime.op_types: ONNX Runtime quantizes no op type Linear;",
+        ),
         ({"static.max_accuracy_drop": 0.5}, "static.max_accuracy_drop: searched with the eager and pt2e backends only"),
     ],
 )

@@ -123,6 +123,8 @@ def overruled(asked: Recipe, carried: Recipe, backend: Backend) -> list[str]:
 
 
 def with_options(recipe: Recipe, options: dict) -> Recipe:
-    """`recipe` with the values of `options` whose keys are fields of its type (a backend's own params)."""
+    """`recipe` with the values of `options` whose keys are fields of its type (a backend's own params); lists
+    become tuples, as in a recipe read back from a file."""
     names = {field.name for field in fields(recipe)}
-    return replace(recipe, **{key: value for key, value in options.items() if key in names})
+    chosen = {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+    return replace(recipe, **{key: value for key, value in chosen.items() if key in names})

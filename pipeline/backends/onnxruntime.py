@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import int8_settings, save_variant
+from pipeline.optional import require
 
 
 class OnnxRuntime(RuntimeQuantizer):
@@ -29,6 +30,14 @@ class OnnxRuntime(RuntimeQuantizer):
         if recipe.observer in NO_CALIBRATION:
             raise PipelineError(
                 f"static.observer: {recipe.observer}: {NO_CALIBRATION[recipe.observer]}; use {', '.join(CALIBRATIONS)}"
+            )
+        registry = require("onnxruntime.quantization.registry")
+        quantizable = sorted({*registry.QDQRegistry, *registry.QLinearOpsRegistry})
+        unknown = sorted(set(recipe.op_types or ()) - set(quantizable))
+        if unknown:
+            raise PipelineError(
+                f"onnxruntime.op_types: ONNX Runtime quantizes no op type {', '.join(unknown)}; it quantizes "
+                f"{', '.join(quantizable)}"
             )
         return super().static_recipe(recipe)
 

@@ -78,6 +78,7 @@ def quantize_static(
             reduce_range=recipe.reduce_range,
             activation_type=quant_type(quantization, recipe.activation_type),
             weight_type=quant_type(quantization, recipe.weight_type),
+            op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
             nodes_to_exclude=onnx_nodes(prepared, list(recipe.skip_layers), fp32_onnx),
             calibrate_method=quantization.CalibrationMethod[CALIBRATIONS[recipe.observer]],
             extra_options={"ActivationSymmetric": recipe.symmetric_activations, **calibration_options(recipe)},

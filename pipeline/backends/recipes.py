@@ -48,6 +48,7 @@ class StaticRecipe(Recipe):
     activation_type: str | None = None  # onnxruntime: int8 | uint8
     weight_type: str | None = None  # onnxruntime
     reduce_range: bool | None = None  # onnxruntime
+    op_types: tuple[str, ...] | None = None  # onnxruntime: the ONNX op types quantized; None: all it can
     percentile: float | None = None  # the percentile observer's share of activations, in %
 
 
