@@ -9,7 +9,15 @@ from ruamel.yaml import YAML
 
 from pipeline.errors import PipelineError
 from pipeline.measure import result_tables
-from pipeline.measure.result_tables import Experiment, ResultSet, load_set, read_experiment, render, replace_block
+from pipeline.measure.result_tables import (
+    Experiment,
+    ResultSet,
+    load_set,
+    newest_refs,
+    read_experiment,
+    render,
+    replace_block,
+)
 from pipeline.paths import DETAILS_FILE, METRICS_FILE
 from pipeline.safe_io import load_json
 
@@ -79,4 +87,4 @@ def test_a_set_or_an_experiment_that_is_not_there_is_named(tmp_path, monkeypatch
     subprocess.run(["git", "init", "--quiet"], check=True)
     results = ResultSet("demo", Path("page.md"), {"one": []})
     with pytest.raises(PipelineError, match="no DVC experiment named demo-one: run `make results SET=demo` first"):
-        read_experiment(results, "one")
+        read_experiment(results, "one", newest_refs())

@@ -16,6 +16,9 @@ will be made symmetric about zero (symmetric activations), so the search is on m
 """
 
 import numpy as np
+import torch
+
+from pipeline.measure.affine import qparams, quantize
 
 ENTROPY_BINS = 2048
 ENTROPY_LEVELS = 128
@@ -88,28 +91,15 @@ def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def mse_range(counts: np.ndarray, low: float, high: float, quant_min: int, quant_max: int, symmetric: bool):
     """The range, each end shrunk towards zero in MSE_STEPS steps (both ends alike if symmetric), whose quantization
-    grid gives the least squared error over the histogram."""
+    grid (PyTorch's scale and zero point for it, `pipeline.measure.affine`) gives the least squared error over the
+    histogram. All candidates are quantized at once, one per row, as a per-channel tensor."""
     width = (high - low) / len(counts)
-    values = low + width * (np.arange(len(counts)) + 0.5)
-    steps = np.arange(1, MSE_STEPS + 1) / MSE_STEPS
-    candidates = [(a, a) for a in steps] if symmetric else [(a, b) for a in steps for b in steps]
-    errors = [
-        np.sum(counts * (values - fake_quantize(values, low * a, high * b, quant_min, quant_max, symmetric)) ** 2)
-        for a, b in candidates
-    ]
-    a, b = candidates[int(np.argmin(errors))]
-    return low * a, high * b
-
-
-def fake_quantize(values: np.ndarray, low: float, high: float, quant_min: int, quant_max: int, symmetric: bool):
-    """Values quantized to the grid PyTorch's observers derive from [low, high], and back."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    if symmetric:
-        scale = max(-low, high) / ((quant_max - quant_min) / 2)
-        zero_point = (quant_min + quant_max + 1) // 2 if quant_min == 0 else 0
-    else:
-        scale = (high - low) / (quant_max - quant_min)
-        zero_point = quant_min - round(low / scale) if scale > 0 else quant_min
-    if scale == 0:
-        return np.zeros_like(values)
-    return (np.clip(np.round(values / scale) + zero_point, quant_min, quant_max) - zero_point) * scale
+    values = torch.tensor(low + width * (np.arange(len(counts)) + 0.5), dtype=torch.float32)
+    steps = torch.arange(1, MSE_STEPS + 1, dtype=torch.float64) / MSE_STEPS
+    shrink_low, shrink_high = (steps, steps) if symmetric else torch.cartesian_prod(steps, steps).T
+    scale, zero_point = qparams(low * shrink_low, high * shrink_high, quant_min, quant_max, symmetric)
+    grid = quantize(values.expand(len(scale), -1), scale, zero_point, quant_min, quant_max)
+    restored = (grid - zero_point[:, None]) * scale[:, None]
+    errors = (torch.from_numpy(counts) * (values - restored) ** 2).sum(dim=1)
+    best = int(errors.argmin())
+    return low * float(shrink_low[best]), high * float(shrink_high[best])

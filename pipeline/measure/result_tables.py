@@ -57,11 +57,12 @@ def load_set(name: str, sets_file: Path = SETS_FILE) -> ResultSet:
 def run_experiments(results: ResultSet) -> None:
     """Queue one experiment per run, replacing older ones of the same name, and run them one at a time, so that
     their timings do not compete for the CPU."""
-    older = [results.experiment(run) for run in results.runs if newest_ref(results.experiment(run))]
+    refs = newest_refs()
+    older = [results.experiment(run) for run in results.runs if results.experiment(run) in refs]
     if older:
         dvc(["exp", "remove", *older])
+    target = [results.stage] if results.stage else []
     for run, settings in results.runs.items():
-        target = [results.stage] if results.stage else []
         dvc(["exp", "run", "--queue", "--name", results.experiment(run), *target, *(f"-S{s}" for s in settings)])
     dvc(["exp", "run", "--run-all", "--jobs", "1"])
 
@@ -75,15 +76,20 @@ def git(*arguments: str) -> str:
     return subprocess.run(["git", *arguments], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def newest_ref(experiment: str) -> str | None:
-    """The git ref of the newest DVC experiment of this name (DVC keeps each as refs/exps/.../<name>)."""
+def newest_refs() -> dict[str, str]:
+    """Each DVC experiment's name, and the git ref of the newest experiment of that name (DVC keeps each as
+    refs/exps/.../<name>)."""
     refs = git("for-each-ref", "--sort=-committerdate", "--format=%(refname)", "refs/exps/").splitlines()
-    return next((ref for ref in refs if ref.rsplit("/", 1)[-1] == experiment), None)
+    newest = {}
+    for ref in refs:
+        newest.setdefault(ref.rsplit("/", 1)[-1], ref)
+    return newest
 
 
-def read_experiment(results: ResultSet, run: str) -> Experiment:
+def read_experiment(results: ResultSet, run: str, refs: dict[str, str]) -> Experiment:
+    """The experiment of one run, from `refs` (`newest_refs()`)."""
     name = results.experiment(run)
-    ref = newest_ref(name)
+    ref = refs.get(name)
     if ref is None:
         raise PipelineError(f"no DVC experiment named {name}: run `make results SET={results.name}` first")
     return Experiment(
@@ -167,7 +173,7 @@ def size_rows(experiments: dict[str, Experiment]) -> list[list[str]]:
         cells = [f"{fp32['deploy_size_bytes'] / 1000:.1f} KB, {fp32['deploy_floor_ratio']:.2f}x floor"]
         for name in INT8:
             entry = details[name]
-            smaller = fp32["deploy_size_bytes"] / entry["deploy_size_bytes"]
+            smaller = 1 / entry["vs_fp32"]["deploy_size_ratio"]  # as the report shows it
             cells.append(
                 f"{entry['deploy_size_bytes'] / 1000:.1f} KB, {smaller:.2f}x smaller, "
                 f"{entry['deploy_floor_ratio']:.2f}x floor"

@@ -5,7 +5,15 @@ python -m pipeline results backends --run
 
 import typer
 
-from pipeline.measure.result_tables import SETS_FILE, load_set, read_experiment, render, replace_block, run_experiments
+from pipeline.measure.result_tables import (
+    SETS_FILE,
+    load_set,
+    newest_refs,
+    read_experiment,
+    render,
+    replace_block,
+    run_experiments,
+)
 from pipeline.safe_io import save_text
 
 
@@ -17,7 +25,8 @@ def command(
     results = load_set(name)
     if run:
         run_experiments(results)
-    experiments = {run_name: read_experiment(results, run_name) for run_name in results.runs}
+    refs = newest_refs()
+    experiments = {run_name: read_experiment(results, run_name, refs) for run_name in results.runs}
     block = render(results, experiments)
     save_text(replace_block(results.page.read_text(), name, block, results.page), results.page)
     typer.echo(f"{results.page}: {name} tables rewritten from {len(experiments)} experiments")
