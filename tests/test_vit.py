@@ -77,14 +77,17 @@ def test_a_runtime_backend_quantizes_it_and_fine_tunes_it_through_pt2e(vit, tmp_
 
 
 def test_pt2e_quantizes_every_weight_attention_included():
-    """X86InductorQuantizer alone left nn.MultiheadAttention's projections in FP32 (47% of the default ViT)."""
+    """X86InductorQuantizer alone, and torchao's quantize_ for dynamic int8, left nn.MultiheadAttention's
+    projections in FP32 (47% of the default ViT)."""
     from pipeline.backends import pt2e
 
     torch.manual_seed(0)
     model = build({"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10}).eval()
-    int8 = pt2e.quantize_static(model, pt2e.static_config("minmax", False), torch.rand(32, 1, 28, 28), 2)
-    weights = [node.args[1] for node in int8.graph.nodes if node.target == torch.ops.aten.linear.default]
-    assert len(weights) == 5 and all("dequantize_per_channel" in str(weight.target) for weight in weights)
+    static = pt2e.quantize_static(model, pt2e.static_config("minmax", False), torch.rand(32, 1, 28, 28), 2)
+    dynamic = pt2e.quantize_dynamic(model, [1, 28, 28])
+    for int8 in (static, dynamic):
+        weights = [node.args[1] for node in int8.graph.nodes if node.target == torch.ops.aten.linear.default]
+        assert len(weights) == 5 and all("dequantize_per_channel" in str(weight.target) for weight in weights)
     assert "encoder.layers.encoder_layer_0.self_attention" in pt2e.quantizable_layers(model)
 
 

@@ -4,7 +4,8 @@ This is the successor of the eager torch.ao flow (`pipeline.backends.eager`). Th
 ATen graph, X86InductorQuantizer marks what to quantize, observers (or fake quantizers, for QAT) are inserted
 into the graph, and conversion leaves quantize/dequantize pairs around FP32 ops. Inductor (torch.compile) then
 fuses each pair with its op into an int8 kernel. Dynamic quantization uses torchao's `quantize_`, which swaps each
-Linear weight for an int8 tensor subclass. Every result is saved as a torch.export archive: one graph with its int8
+Linear weight for an int8 tensor subclass, or for graphs and attention X86InductorQuantizer's dynamic recipe (see
+`quantize_dynamic`). Every result is saved as a torch.export archive: one graph with its int8
 weights, loadable with `torch.export.load` without this code.
 """
 
@@ -195,14 +196,20 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def quantize_dynamic(model: nn.Module, input_shape: list[int]) -> nn.Module:
     """int8 weights (per output channel) for every Linear; activations quantized at run time.
 
-    A module gets torchao's `quantize_`, which swaps each Linear's weight for an int8 tensor. An exported graph
-    has no Linear modules left to swap, so X86InductorQuantizer marks its linear ops for dynamic quantization."""
-    if isinstance(model, torch.fx.GraphModule):
+    A module of Linear layers gets torchao's `quantize_`, which swaps each Linear's weight for an int8 tensor. An
+    exported graph has no Linear modules left to swap, and nn.MultiheadAttention computes its projections with
+    its own weights (47% of the default ViT's), which `quantize_` leaves in FP32: those are exported, and
+    X86InductorQuantizer marks their linear ops for dynamic quantization."""
+    if isinstance(model, torch.fx.GraphModule) or computes_own_projections(model):
         config = get_default_x86_inductor_quantization_config(is_dynamic=True, reduce_range=True)
         return convert_with(EveryLinear().set_global(config), model, torch.zeros(2, *input_shape), 1)
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model
+
+
+def computes_own_projections(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.MultiheadAttention) for module in model.modules())
 
 
 class Pt2eConversion:
