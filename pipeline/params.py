@@ -112,6 +112,8 @@ class OpenVinoParams(Section):
     preset: Literal["performance", "mixed"]
     # static: NNCF's scheme for the model's kind; transformer is its ModelType.TRANSFORMER
     model_type: Literal["default", "transformer"]
+    # static: OpenVINO op types whose inputs NNCF leaves in FP32 (its IgnoredScope types); None: none
+    ignored_types: list[str] | None
 
 
 class StaticParams(Section):

@@ -64,7 +64,9 @@ def test_a_runtime_backend_records_its_own_options():
     _, dynamic = planned(params(**{"quantize.backend": "openvino"}), "dynamic")
     assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
     _, static = planned(params(**{"quantize.backend": "openvino", "openvino.model_type": "transformer"}), "static")
-    assert (static.preset, static.model_type) == ("performance", "transformer")
+    assert (static.preset, static.model_type, static.ignored_types) == ("performance", "transformer", None)
+    _, kept = planned(params(**{"quantize.backend": "openvino", "openvino.ignored_types": ["Add", "MVN"]}), "static")
+    assert kept.ignored_types == ("Add", "MVN") and kept.settings()["ignored_types"] == ["Add", "MVN"]
 
 
 @pytest.mark.parametrize(

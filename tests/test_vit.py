@@ -2,6 +2,7 @@
 line by the one that cannot."""
 
 import contextlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -102,3 +103,39 @@ def test_pt2e_qat_keeps_each_dropout_rate():
         prepared.train(training)
         rates = [node.args[1:] for node in prepared.graph.nodes if node.target == torch.ops.aten.dropout.default]
         assert rates and all(args == (0.0, training) for args in rates), rates
+
+
+def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(tmp_path):
+    """NNCF's default scheme quantizes the inputs of the ViT's adds, its residuals among them (they cost the ViT
+    most of its loss); `openvino.ignored_types` keeps them in FP32, and an op type the model lacks is named before
+    any work."""
+    import openvino as ov
+
+    from pipeline.backends.interface import Calibration
+    from pipeline.backends.openvino import OpenVino
+    from pipeline.backends.recipes import StaticRecipe
+    from pipeline.data.prepared import DataInfo
+    from tests.test_runtimes import fp32_folder
+
+    arch = {"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10}
+    torch.manual_seed(0)
+    fp32 = fp32_folder(build(arch).eval(), arch, tmp_path / "fp32")
+    data = DataInfo("test", 1, 28, 28, tuple(str(label) for label in range(10)))
+    recipe = StaticRecipe("openvino", "openvino", None, "minmax", True, None, preset="performance")
+    calibration = Calibration(torch.rand(16, 1, 28, 28), 1)
+
+    def quantized_adds(folder) -> int:
+        ops = ov.Core().read_model(str(folder / "model.xml")).get_ops()
+        sources = [
+            [port.get_source_output().get_node().get_type_name() for port in op.inputs()]
+            for op in ops
+            if op.get_type_name() == "Add"
+        ]
+        return sum("FakeQuantize" in names for names in sources)
+
+    OpenVino().static(fp32, recipe, calibration, tmp_path / "default", data)
+    OpenVino().static(fp32, replace(recipe, ignored_types=("Add",)), calibration, tmp_path / "kept", data)
+    assert quantized_adds(tmp_path / "default") > 0 and quantized_adds(tmp_path / "kept") == 0
+    with pytest.raises(PipelineError, match=r"^openvino.ignored_types: the model has no op of type Conv2D; its op "):
+        OpenVino().static(fp32, replace(recipe, ignored_types=("Conv2D",)), calibration, tmp_path / "unknown", data)
+    assert not (tmp_path / "unknown").exists()

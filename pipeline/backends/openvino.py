@@ -66,13 +66,17 @@ class OpenVino(RuntimeQuantizer):
     ) -> None:
         """int8 weights and activations by NNCF's post-training quantization, calibrated on every image given."""
         nncf = require("nncf")
-        layers = list(recipe.skip_layers)
-        onnx_nodes(fp32.onnx_file, layers, fp32.onnx_file)  # an unknown layer is named here, before NNCF's report
+        layers, types = list(recipe.skip_layers), list(recipe.ignored_types or ())
+        # unknown layers and op types are named here, before NNCF's report
+        onnx_nodes(fp32.onnx_file, layers, fp32.onnx_file)
+        model = read_openvino(fp32.onnx_file)
+        require_op_types(model, types)
+        kept = nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers], types=types)
 
         def write(settings: dict, path: Path) -> None:
             samples = [image[None].numpy() for image in calibration.images]  # one per call: NNCF's statistics assume it
             int8 = nncf.quantize(
-                read_openvino(fp32.onnx_file),
+                model,
                 nncf.Dataset(samples),
                 preset=nncf.QuantizationPreset(recipe.preset),
                 model_type=nncf.ModelType.TRANSFORMER if recipe.model_type == "transformer" else None,
@@ -82,10 +86,21 @@ class OpenVino(RuntimeQuantizer):
                     )
                 ),
                 subset_size=len(samples),
-                ignored_scope=nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers]),
+                ignored_scope=kept,
             )
             save_openvino(int8, settings, path)
 
         save_variant(folder, data, int8_settings(fp32.arch, recipe), {OPENVINO_FILE: write}, OPENVINO_FILE)
 
     qat_writers = {OPENVINO_FILE: openvino_writer(ONNX_FILE)}
+
+
+def require_op_types(model, types: list[str]) -> None:
+    """Refuse, in one line, op types the model has none of (`openvino.ignored_types`)."""
+    present = sorted({op.get_type_name() for op in model.get_ops()})
+    unknown = [name for name in types if name not in present]
+    if unknown:
+        raise PipelineError(
+            f"openvino.ignored_types: the model has no op of type {', '.join(unknown)}; its op types are "
+            f"{', '.join(present)}"
+        )

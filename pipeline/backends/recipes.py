@@ -44,6 +44,7 @@ class StaticRecipe(Recipe):
     max_accuracy_drop: float | None = None  # points; skip_layers then holds what the search kept in FP32
     preset: str | None = None  # openvino
     model_type: str | None = None  # openvino: default | transformer (NNCF's ModelType.TRANSFORMER)
+    ignored_types: tuple[str, ...] | None = None  # openvino: op types whose inputs NNCF leaves in FP32
     format: str | None = None  # onnxruntime: qdq | qoperator
     activation_type: str | None = None  # onnxruntime: int8 | uint8
     weight_type: str | None = None  # onnxruntime
