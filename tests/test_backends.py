@@ -91,3 +91,18 @@ def test_a_recipe_the_backend_cannot_do_stops_before_any_work(project, overrides
 def test_overruled_keys_are_only_those_the_backend_changes():
     backend, recipe = planned(params(), "qat")
     assert replace(recipe) == QatRecipe("eager", "x86", True, False, 1)
+
+
+def test_eager_refuses_an_exported_graph_before_any_work(tmp_path):
+    """torch.ao's dynamic int8 swaps nn.Linear modules; an exported graph has none, and was saved as int8 unchanged."""
+    import torch
+
+    from pipeline.backends.eager.backend import Eager
+    from pipeline.formats.fp32 import Fp32Model
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    graph = torch.export.export(model, (torch.rand(2, 1, 2, 2),)).module()
+    fp32 = Fp32Model(graph, {"name": "exported", "input": [1, 2, 2], "classes": 2}, tmp_path)
+    with pytest.raises(PipelineError, match=r"^the eager backend cannot quantize an exported graph \(torch.ao's"):
+        Eager().dynamic(fp32, RECIPES[0], tmp_path / "dynamic", None)
+    assert not (tmp_path / "dynamic").exists()

@@ -23,6 +23,7 @@ from pipeline.backends.eager.modules import (
     quantize_only,
     quantize_static,
     recipe_qconfig,
+    require_modules,
     use_engine,
 )
 from pipeline.backends.interface import Backend, Calibration
@@ -87,6 +88,7 @@ class Eager(Backend):
     uses_engine = True
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
+        require_modules(fp32.module)
         use_engine(recipe.engine)
         int8 = quantize_dynamic(fp32.module, recipe.per_channel)
         # no exporter writes PyTorch's dynamic int8: its ONNX file is ONNX Runtime's dynamic int8 of FP32's

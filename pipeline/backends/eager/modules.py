@@ -76,6 +76,15 @@ def require_eager(model: nn.Module) -> None:
         )
 
 
+def require_modules(model: nn.Module) -> None:
+    """torch.ao's dynamic int8 swaps nn.Linear modules: an exported graph has none, and would be saved as it is."""
+    if isinstance(model, torch.fx.GraphModule):
+        raise PipelineError(
+            "the eager backend cannot quantize an exported graph (torch.ao's int8 swaps nn.Linear modules, and a "
+            "graph has none); use quantize.backend: pt2e, onnxruntime or openvino"
+        )
+
+
 def fuse(model: nn.Module) -> nn.Module:
     """Fold Conv+BN(+ReLU) and Linear+ReLU into single modules, so int8 runs one kernel per group."""
     require_eager(model)
