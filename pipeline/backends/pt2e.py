@@ -5,8 +5,8 @@ ATen graph, X86InductorQuantizer marks what to quantize, observers (or fake quan
 into the graph, and conversion leaves quantize/dequantize pairs around FP32 ops. Inductor (torch.compile) then
 fuses each pair with its op into an int8 kernel. Dynamic quantization uses torchao's `quantize_`, which swaps each
 Linear weight for an int8 tensor subclass, or for graphs and attention X86InductorQuantizer's dynamic recipe (see
-`quantize_dynamic`). Every result is saved as a torch.export archive: one graph with its int8
-weights, loadable with `torch.export.load` without this code.
+`quantize_dynamic`). Every result is saved as a torch.export archive: one graph with its int8 weights, loadable
+with `torch.export.load` without this code.
 """
 
 import copy
