@@ -105,7 +105,7 @@ def test_pt2e_qat_keeps_each_dropout_rate():
         assert rates and all(args == (0.0, training) for args in rates), rates
 
 
-def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(tmp_path):
+def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(vit, tmp_path):
     """NNCF's default scheme quantizes the inputs of the ViT's adds, its residuals among them (they cost the ViT
     most of its loss); `openvino.ignored_types` keeps them in FP32, and an op type the model lacks is named before
     any work."""
@@ -114,16 +114,12 @@ def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(tmp_path):
     from pipeline.backends.interface import Calibration
     from pipeline.backends.openvino import OpenVino
     from pipeline.backends.recipes import StaticRecipe
-    from pipeline.data.prepared import DataInfo
-    from tests.test_runtimes import fp32_folder
+    from pipeline.data.prepared import read_info
+    from pipeline.formats.fp32 import read_fp32
 
-    arch = {"name": "vit", **TINY_VIT, "input": [1, 28, 28], "classes": 10}
-    torch.manual_seed(0)
-    fp32 = fp32_folder(build(arch).eval(), arch, tmp_path / "fp32")
-    data = DataInfo("test", 1, 28, 28, tuple(str(label) for label in range(10)))
+    fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
     recipe = StaticRecipe("openvino", "openvino", None, "minmax", True, None, preset="performance")
     calibration = Calibration(torch.rand(16, 1, 28, 28), 1)
-
     OpenVino().static(fp32, replace(recipe, ignored_types=("Add",)), calibration, tmp_path / "kept", data)
     ops = ov.Core().read_model(str(tmp_path / "kept/model.xml")).get_ops()
     quantized = {
