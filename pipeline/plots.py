@@ -176,6 +176,16 @@ def plot_sensitivity(rows: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
+def plot_op_types(rows: list[dict], path: Path) -> None:
+    """The accuracy each op type wins back when its inputs stay in FP32, the rest as the static variant."""
+    figure, axis = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.6))
+    axis.barh([row["op_type"] for row in rows], [row["won_back"] for row in rows])
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", lw=0.8)
+    axis.set(title="Static int8 with one op type's inputs in FP32", xlabel="points won back (test set)")
+    save_figure(figure, path)
+
+
 def plot_draws(rows: list[dict], fp32_accuracy: float, static_accuracy: float, path: Path) -> None:
     """Static int8's accuracy calibrated on each draw of the calibration images, beside FP32's and the variant's."""
     if not rows:

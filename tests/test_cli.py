@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pipeline.__main__ import app
+from pipeline.safe_io import load_json
 from tests.conftest import CliRunner, tiny_params, write_params
 
 
@@ -153,6 +154,8 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
         "draws.json",
     ):
         assert name in figures
+    # PyTorch's backends keep layers, not op types, in FP32: no op type is ranked or drawn
+    assert load_json(tmp_path / "copy/reports/plots/op_types.json") == [] and "figures/op_types.png" not in figures
 
 
 def test_evaluate_without_models(project, raw_dir):

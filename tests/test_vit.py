@@ -131,3 +131,42 @@ def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(vit, tmp_p
     with pytest.raises(PipelineError, match=r"^openvino.ignored_types: the model has no op of type Conv2D; its op "):
         OpenVino().static(fp32, replace(recipe, ignored_types=("Conv2D",)), calibration, tmp_path / "unknown", data)
     assert not (tmp_path / "unknown").exists()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, backend):
+    """`sensitivity` keeps each op type the runtime's static int8 quantizes in FP32 in turn: the compute ops
+    (attention's matmuls, the adds, the norms), never those that only move int8 values along (reshapes,
+    transposes, OpenVINO's shape reads), and each conversion differs from the variant's by that type alone."""
+    from pipeline.backends.interface import Calibration
+    from pipeline.backends.recipes import StaticRecipe
+    from pipeline.backends.registry import backend_named
+    from pipeline.data.prepared import load_split, read_info
+    from pipeline.formats.fp32 import read_fp32
+    from pipeline.stages.sensitivity import op_type_sensitivity
+
+    fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
+    options = {
+        "openvino": {"preset": "performance"},
+        "onnxruntime": {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "reduce_range": False},
+    }[backend]
+    recipe = StaticRecipe(backend, backend, None, "minmax", True, backend == "onnxruntime" or None, **options)
+    runtime = backend_named(backend)
+    calibration = Calibration(torch.rand(16, 1, 28, 28), 1)
+    runtime.static(fp32, recipe, calibration, tmp_path / "static", data)
+
+    quantized = runtime.quantized_op_types(tmp_path / "static", recipe)
+    assert {"MatMul", "Add"} <= set(quantized) and not {"Reshape", "Transpose", "ShapeOf"} & set(quantized)
+    assert {"onnxruntime": "LayerNormalization", "openvino": "MVN"}[backend] in quantized
+    kept = runtime.with_float_op_type(recipe, "MatMul")
+    if backend == "openvino":
+        assert kept.ignored_types == ("MatMul",)
+    else:  # everything ONNX Runtime quantized before, reshapes included, but MatMul
+        assert "MatMul" not in kept.op_types and {"Reshape", "Conv", "Add"} <= set(kept.op_types)
+
+    if backend == "openvino":  # the ranking itself is the backends' common code: once is enough
+        return
+    images, labels = load_split(vit / "data/prepared/test.pt")
+    rows = op_type_sensitivity(fp32, tmp_path / "static", calibration, data, images[:64], labels[:64])
+    assert [row["op_type"] for row in rows] != [] and {row["op_type"] for row in rows} == set(quantized)
+    assert [row["won_back"] for row in rows] == sorted((row["won_back"] for row in rows), reverse=True)

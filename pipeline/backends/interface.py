@@ -85,6 +85,17 @@ class Backend:
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Conversion:
         raise PipelineError(f"the {self.name} backend keeps no layers in FP32 by search")
 
+    def quantized_op_types(self, static_folder: Path, recipe: StaticRecipe) -> list[str]:
+        """The op types whose inputs the static int8 in `static_folder` (made with `recipe`) holds in int8, each of
+        which `with_float_op_type` can keep in FP32: what `sensitivity` ranks besides layers. None here: PyTorch's
+        backends keep layers in FP32, not op types."""
+        return []
+
+    def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
+        """The static recipe with the inputs of `op_type` (one of `quantized_op_types`) kept in FP32, all else
+        as before."""
+        raise NotImplementedError
+
     def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
         raise NotImplementedError
 

@@ -3,6 +3,7 @@
 exported, and layers are ranked through PyTorch's modules: both the eager backend's.
 """
 
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from pipeline.formats.files import ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import int8_settings, save_variant
 from pipeline.optional import require
+
+QOPERATOR_NAMES = {"QGemm": "Gemm"}
 
 
 class OnnxRuntime(RuntimeQuantizer):
@@ -31,8 +34,7 @@ class OnnxRuntime(RuntimeQuantizer):
             raise PipelineError(
                 f"static.observer: {recipe.observer}: {NO_CALIBRATION[recipe.observer]}; use {', '.join(CALIBRATIONS)}"
             )
-        registry = require("onnxruntime.quantization.registry")
-        quantizable = sorted({*registry.QDQRegistry, *registry.QLinearOpsRegistry})
+        quantizable = quantizable_op_types()
         unknown = sorted(set(recipe.op_types or ()) - set(quantizable))
         if unknown:
             raise PipelineError(
@@ -40,6 +42,17 @@ class OnnxRuntime(RuntimeQuantizer):
                 f"{', '.join(quantizable)}"
             )
         return super().static_recipe(recipe)
+
+    def quantized_op_types(self, static_folder: Path, recipe: StaticRecipe) -> list[str]:
+        onnx = require("onnx")
+        nodes = onnx.load(str(static_folder / ONNX_FILE), load_external_data=False).graph.node
+        # a QOperator file names its int8 ops QLinear<op> (QGemm for Gemm); a QDQ file keeps each op's own name
+        present = {QOPERATOR_NAMES.get(node.op_type, node.op_type.removeprefix("QLinear")) for node in nodes}
+        return sorted(present & set(recipe.op_types or quantizable_op_types()) - moving_op_types())
+
+    def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
+        asked = recipe.op_types or quantizable_op_types()
+        return replace(recipe, op_types=tuple(name for name in asked if name != op_type))
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         writers = {ONNX_FILE: dynamic_twin(fp32.onnx_file, recipe)}
@@ -52,3 +65,17 @@ class OnnxRuntime(RuntimeQuantizer):
             ONNX_FILE: lambda settings, path: quantize_static(fp32.onnx_file, recipe, calibration, settings, path)
         }
         save_variant(folder, data, int8_settings(fp32.arch, recipe), writers, ONNX_FILE)
+
+
+def quantizable_op_types() -> list[str]:
+    """Every op type ONNX Runtime's quantize_static quantizes when asked for none in particular."""
+    registry = require("onnxruntime.quantization.registry")
+    return sorted({*registry.QDQRegistry, *registry.QLinearOpsRegistry})
+
+
+def moving_op_types() -> set[str]:
+    """The op types ONNX Runtime's quantizer counts as moving int8 values rather than computing with them (its
+    Direct8Bit ops: reshapes, transposes, flattens): keeping their inputs in FP32 changes no range."""
+    registry = require("onnxruntime.quantization.registry")
+    tables = (registry.QDQRegistry, registry.QLinearOpsRegistry)
+    return {name for table in tables for name, kind in table.items() if "Direct8Bit" in kind.__name__}

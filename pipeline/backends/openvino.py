@@ -92,6 +92,12 @@ class OpenVino(RuntimeQuantizer):
 
         save_variant(folder, data, int8_settings(fp32.arch, recipe), {OPENVINO_FILE: write}, OPENVINO_FILE)
 
+    def quantized_op_types(self, static_folder: Path, recipe: StaticRecipe) -> list[str]:
+        return fake_quantized_types(read_openvino(static_folder / OPENVINO_FILE))
+
+    def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
+        return replace(recipe, ignored_types=(*(recipe.ignored_types or ()), op_type))
+
     qat_writers = {OPENVINO_FILE: openvino_writer(ONNX_FILE)}
 
 
@@ -104,3 +110,20 @@ def require_op_types(model, types: list[str]) -> None:
             f"openvino.ignored_types: the model has no op of type {', '.join(unknown)}; its op types are "
             f"{', '.join(present)}"
         )
+
+
+def fake_quantized_types(model) -> list[str]:
+    """The op types NNCF quantized the inputs of: those fed by a FakeQuantize, directly or through ops NNCF
+    counts as quantization-agnostic (reshapes, transposes, gathers), which only move int8 values along."""
+    groups = require("nncf.openvino.graph.metatypes.groups")
+    agnostic = {name for metatype in groups.QUANTIZE_AGNOSTIC_OPERATIONS for name in metatype.get_all_aliases()}
+    quantizable = {name for metatype in groups.INPUTS_QUANTIZABLE_OPERATIONS for name in metatype.get_all_aliases()}
+    found, pending = set(), [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    while pending:
+        for port in (port for output in pending.pop().outputs() for port in output.get_target_inputs()):
+            node = port.get_node()
+            if node.get_type_name() in agnostic:
+                pending.append(node)
+            elif node.get_type_name() in quantizable:
+                found.add(node.get_type_name())
+    return sorted(found)

@@ -13,18 +13,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
 import typer
 from tqdm import tqdm
 
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import draw_calibration, load_split, read_info
-from pipeline.formats.files import holds_pytorch_model
 from pipeline.formats.fp32 import read_fp32, require_kind
-from pipeline.formats.variants import read_model, read_settings
-from pipeline.measure.accuracy import logits
-from pipeline.measure.variants import load_variant, recipe_of
+from pipeline.formats.variants import read_settings
+from pipeline.measure.variants import accuracy_of, recipe_of
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
 from pipeline.safe_io import save_json
@@ -34,17 +31,6 @@ PLOT_FILE = PLOTS_DIR / "draws.json"
 
 def spread(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 4), "min": min(values), "max": max(values)}
-
-
-def accuracy_of(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """A model's test accuracy: its PyTorch model's where it has one, else its runtime's. A pt2e graph is scored
-    uncompiled, as `sensitivity` scores it: the same int8 arithmetic, computed in FP32, without a compile per draw
-    (evaluate scores it compiled; on 2,000 test images of the default ViT both scored 88.30%)."""
-    if holds_pytorch_model(folder):
-        model = read_model(folder)[0]
-    else:
-        model = load_variant(folder, torch.get_num_threads(), images[:2]).scored
-    return round((logits(model, images).argmax(1) == labels).float().mean().item(), 4)
 
 
 def command(

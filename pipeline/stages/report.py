@@ -90,6 +90,14 @@ def draws_line(draws: dict) -> str:
     )
 
 
+def op_types_line(rows: list[dict]) -> str:
+    """What keeping each op type's inputs in FP32 wins back, most first."""
+    if not rows:
+        return ""
+    won = ", ".join(f"{row['op_type']} {row['won_back']:+.2f}" for row in rows)
+    return f"\nStatic int8 with one op type's inputs kept in FP32, points won back: {won}.\n"
+
+
 def command(
     details_file: Path = typer.Option(DETAILS_FILE, "--details", help="every measurement, written by evaluate"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder holding the plot data"),
@@ -110,11 +118,14 @@ def command(
     plots.plot_layers(load_json(plots_dir / "layers.json"), figures_dir / "layers.png")
     plots.plot_weight_histograms(load_json(plots_dir / "weight_histograms.json"), figures_dir / "weights.png")
     plots.plot_sensitivity(load_json(plots_dir / "sensitivity.json"), figures_dir / "sensitivity.png")
+    op_types = load_json(plots_dir / "op_types.json")
+    if op_types:  # a runtime backend's static int8 (sensitivity)
+        plots.plot_op_types(op_types, figures_dir / "op_types.png")
     draws = load_json(draws_file)["static"]
     static_accuracy = metrics["static"]["accuracy"]
     plots.plot_draws(
         load_json(plots_dir / "draws.json"), draws["fp32_accuracy"], static_accuracy, figures_dir / "draws.png"
     )
-    summary = summary_markdown(metrics) + draws_line(draws)
+    summary = summary_markdown(metrics) + draws_line(draws) + op_types_line(op_types)
     save_text(summary, summary_out)
     typer.echo(summary)

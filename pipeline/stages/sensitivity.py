@@ -7,8 +7,14 @@ set) when only that layer is int8 and when every layer but that one is int8, and
 weights and of its output activations in the full int8 model against FP32. Rows are sorted, most sensitive
 first; `static.skip_layers` takes these names. The search behind `static.max_accuracy_drop` is
 `pipeline.backends.mixed_precision.fewest_float_layers`.
+
+A runtime's quantizer works on op types as well as layers: for onnxruntime and openvino, each op type whose inputs
+the static variant holds in int8 is kept in FP32 in turn (`onnxruntime.op_types`, `openvino.ignored_types`), the
+static variant's own recipe converted again and scored on its runtime: the accuracy that wins back, most first,
+goes to reports/plots/op_types.json (empty for PyTorch's backends, and for a model with one such type).
 """
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,15 +23,18 @@ from tqdm import tqdm
 
 from pipeline.backends.interface import Calibration, Conversion
 from pipeline.backends.mixed_precision import points
-from pipeline.backends.registry import backend_named, conversion_recipe
-from pipeline.data.prepared import load_split
-from pipeline.formats.fp32 import read_fp32
+from pipeline.backends.registry import backend_named, backend_of, conversion_recipe
+from pipeline.data.prepared import DataInfo, load_split, read_info
+from pipeline.formats.fp32 import Fp32Model, read_fp32, require_kind
+from pipeline.formats.variants import read_settings
+from pipeline.measure.variants import accuracy_of, recipe_of
 from pipeline.models.architectures import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.paths import FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
 from pipeline.safe_io import save_json
 
 SENSITIVITY_FILE = PLOTS_DIR / "sensitivity.json"
+OP_TYPES_FILE = PLOTS_DIR / "op_types.json"
 ACTIVATION_IMAGES = 1000  # enough for a stable SQNR, few enough to stay fast
 
 
@@ -46,13 +55,44 @@ def layer_sensitivity(recipe: Conversion, images: torch.Tensor, labels: torch.Te
     return sorted(rows, key=lambda row: row["drop_only_this_int8"], reverse=True)
 
 
+def op_type_sensitivity(
+    fp32: Fp32Model,
+    static_folder: Path,
+    calibration: Calibration,
+    data: DataInfo,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> list[dict]:
+    """One row per op type whose inputs the static variant holds in int8, most harmful first: the accuracy drop
+    from FP32 with that type's inputs kept in FP32 (all else as the variant), and the points that wins back."""
+    settings = read_settings(static_folder)
+    require_kind(settings, "int8", static_folder)
+    recipe = recipe_of(settings, static_folder)
+    backend = backend_of(recipe)
+    quantized = backend.quantized_op_types(static_folder, recipe)
+    if len(quantized) < 2:  # with its only type kept in FP32, a model is its FP32 self: nothing to rank
+        return []
+    reference = accuracy(fp32.module, images, labels)
+    int8_drop = points(reference, accuracy_of(static_folder, images, labels))
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for op_type in tqdm(quantized, desc="op types", leave=False, disable=None):
+            folder = Path(workdir) / op_type
+            backend.static(fp32, backend.with_float_op_type(recipe, op_type), calibration, folder, data)
+            drop = points(reference, accuracy_of(folder, images, labels))
+            rows.append({"op_type": op_type, "drop_with_it_fp32": drop, "won_back": round(int8_drop - drop, 3)})
+    return sorted(rows, key=lambda row: row["won_back"], reverse=True)
+
+
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt and test.pt"),
+    static_folder: Path = typer.Option(INT8_MODELS["static"], "--static", help="the static int8 variant's folder"),
     out: Path = typer.Option(SENSITIVITY_FILE, "--out", help="per-layer sensitivity (JSON)"),
+    op_types_out: Path = typer.Option(OP_TYPES_FILE, "--op-types-out", help="per-op-type sensitivity (JSON)"),
 ) -> None:
-    """Rank the layers by the accuracy they lose in int8."""
+    """Rank the layers, and a runtime's op types, by the accuracy they lose in int8."""
     params = load_params(params_file)
     fp32 = read_fp32(model_file)
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
@@ -61,5 +101,7 @@ def command(
     conversion = backend_named(params.quantize.backend).conversion(fp32.module, conversion_recipe(params), calibration)
     rows = layer_sensitivity(conversion, images, labels)
     save_json(rows, out)
-    for row in rows:
+    op_types = op_type_sensitivity(fp32, static_folder, calibration, read_info(data_dir), images, labels)
+    save_json(op_types, op_types_out)
+    for row in rows + op_types:
         typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))
