@@ -167,6 +167,6 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     if backend == "openvino":  # the ranking itself is the backends' common code: once is enough
         return
     images, labels = load_split(vit / "data/prepared/test.pt")
-    rows = op_type_sensitivity(fp32, tmp_path / "static", calibration, data, images[:64], labels[:64])
+    rows = op_type_sensitivity(fp32, tmp_path / "static", recipe, calibration, data, images[:64], labels[:64])
     assert [row["op_type"] for row in rows] != [] and {row["op_type"] for row in rows} == set(quantized)
     assert [row["won_back"] for row in rows] == sorted((row["won_back"] for row in rows), reverse=True)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.backends.interface import Calibration, Conversion
 from pipeline.backends.mixed_precision import points
+from pipeline.backends.recipes import StaticRecipe
 from pipeline.backends.registry import backend_named, backend_of, conversion_recipe
 from pipeline.data.prepared import DataInfo, load_split, read_info
 from pipeline.formats.fp32 import Fp32Model, read_fp32, require_kind
@@ -58,16 +59,15 @@ def layer_sensitivity(recipe: Conversion, images: torch.Tensor, labels: torch.Te
 def op_type_sensitivity(
     fp32: Fp32Model,
     static_folder: Path,
+    recipe: StaticRecipe,
     calibration: Calibration,
     data: DataInfo,
     images: torch.Tensor,
     labels: torch.Tensor,
 ) -> list[dict]:
     """One row per op type whose inputs the static variant holds in int8, most harmful first: the accuracy drop
-    from FP32 with that type's inputs kept in FP32 (all else as the variant), and the points that wins back."""
-    settings = read_settings(static_folder)
-    require_kind(settings, "int8", static_folder)
-    recipe = recipe_of(settings, static_folder)
+    from FP32 with that type's inputs kept in FP32 (all else as the variant, made with `recipe`), and the points
+    that wins back."""
     backend = backend_of(recipe)
     quantized = backend.quantized_op_types(static_folder, recipe)
     if len(quantized) < 2:  # with its only type kept in FP32, a model is its FP32 self: nothing to rank
@@ -94,14 +94,18 @@ def command(
 ) -> None:
     """Rank the layers, and a runtime's op types, by the accuracy they lose in int8."""
     params = load_params(params_file)
+    static = read_settings(static_folder)  # read before any work: op types are ranked with its recipe
+    require_kind(static, "int8", static_folder)
     fp32 = read_fp32(model_file)
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
     images, labels = load_split(data_dir / "test.pt")
     # The recipe as params.yaml asks it: a runtime's backend ranks layers through PyTorch's eager modules.
     conversion = backend_named(params.quantize.backend).conversion(fp32.module, conversion_recipe(params), calibration)
     rows = layer_sensitivity(conversion, images, labels)
+    op_types = op_type_sensitivity(
+        fp32, static_folder, recipe_of(static, static_folder), calibration, read_info(data_dir), images, labels
+    )
     save_json(rows, out)
-    op_types = op_type_sensitivity(fp32, static_folder, calibration, read_info(data_dir), images, labels)
     save_json(op_types, op_types_out)
     for row in rows + op_types:
         typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))
