@@ -10,8 +10,8 @@ first; `static.skip_layers` takes these names. The search behind `static.max_acc
 
 A runtime's quantizer works on op types as well as layers: for onnxruntime and openvino, each op type whose inputs
 the static variant holds in int8 is kept in FP32 in turn (`onnxruntime.op_types`, `openvino.ignored_types`), the
-static variant's own recipe converted again and scored on its runtime: the accuracy that wins back, most first,
-goes to reports/plots/op_types.json (empty for PyTorch's backends, and for a model with one such type).
+static variant's own recipe converted again and scored on its runtime. The points each wins back, most first, go
+to reports/plots/op_types.json (empty for PyTorch's backends, and for a model with one such type).
 """
 
 import tempfile
