@@ -92,8 +92,8 @@ class Backend:
         return []
 
     def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
-        """The static recipe with the inputs of `op_type` (one of `quantized_op_types`) kept in FP32, all else
-        as before."""
+        """The static recipe with `op_type` (one of `quantized_op_types`) kept in FP32 as far as the quantizer's
+        own option for op types does it, all else as before."""
         raise NotImplementedError
 
     def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:

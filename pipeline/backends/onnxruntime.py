@@ -51,6 +51,8 @@ class OnnxRuntime(RuntimeQuantizer):
         return sorted(present & set(recipe.op_types or quantizable_op_types()) - moving_op_types())
 
     def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
+        # not quantized: its weights stay FP32 and it adds no QDQ, but another quantized op's output it takes
+        # still passes through int8 (QDQ quantizes each quantized op's output)
         asked = recipe.op_types or quantizable_op_types()
         return replace(recipe, op_types=tuple(name for name in asked if name != op_type))
 
