@@ -182,7 +182,7 @@ def plot_op_types(rows: list[dict], path: Path) -> None:
     axis.barh([row["op_type"] for row in rows], [row["won_back"] for row in rows])
     axis.invert_yaxis()
     axis.axvline(0, color="black", lw=0.8)
-    axis.set(title="Static int8 with one op type's inputs in FP32", xlabel="points won back (test set)")
+    axis.set(title="Static int8 with one op type kept in FP32", xlabel="points won back (test set)")
     save_figure(figure, path)
 
 

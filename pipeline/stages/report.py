@@ -95,7 +95,7 @@ def op_types_line(rows: list[dict]) -> str:
     if not rows:
         return ""
     won = ", ".join(f"{row['op_type']} {row['won_back']:+.2f}" for row in rows)
-    return f"\nStatic int8 with one op type's inputs kept in FP32, points won back: {won}.\n"
+    return f"\nStatic int8 with one op type kept in FP32 by its quantizer's op-type option, points won back: {won}.\n"
 
 
 def command(
