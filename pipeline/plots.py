@@ -177,7 +177,7 @@ def plot_sensitivity(rows: list[dict], path: Path) -> None:
 
 
 def plot_op_types(rows: list[dict], path: Path) -> None:
-    """The accuracy each op type wins back when its inputs stay in FP32, the rest as the static variant."""
+    """The accuracy each op type wins back when kept in FP32 (sensitivity), the rest as the static variant."""
     figure, axis = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.6))
     axis.barh([row["op_type"] for row in rows], [row["won_back"] for row in rows])
     axis.invert_yaxis()

@@ -91,7 +91,7 @@ def draws_line(draws: dict) -> str:
 
 
 def op_types_line(rows: list[dict]) -> str:
-    """What keeping each op type's inputs in FP32 wins back, most first."""
+    """What keeping each op type in FP32 wins back, most first."""
     if not rows:
         return ""
     won = ", ".join(f"{row['op_type']} {row['won_back']:+.2f}" for row in rows)

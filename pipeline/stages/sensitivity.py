@@ -65,9 +65,9 @@ def op_type_sensitivity(
     images: torch.Tensor,
     labels: torch.Tensor,
 ) -> list[dict]:
-    """One row per op type whose inputs the static variant holds in int8, most harmful first: the accuracy drop
-    from FP32 with that type's inputs kept in FP32 (all else as the variant, made with `recipe`), and the points
-    that wins back."""
+    """One row per op type the static variant quantizes, most harmful first: the accuracy drop from FP32 with that
+    type kept in FP32 by the quantizer's op-type option (`Backend.with_float_op_type`; all else as the variant,
+    made with `recipe`), and the points that wins back."""
     backend = backend_of(recipe)
     quantized = backend.quantized_op_types(static_folder, recipe)
     if len(quantized) < 2:  # with its only type kept in FP32, a model is its FP32 self: nothing to rank
