@@ -135,11 +135,16 @@ def exported_repo(tmp_path_factory):
 
 
 def test_an_exported_model_goes_through_every_stage(exported_repo):
+    """Every stage on the pt2e backend: each int8 variant is a torch.export archive."""
     metrics = repro_every_stage(exported_repo)
     for variant in ("fp32", "dynamic", "static", "qat"):
         # the graph compiled by PyTorch, and its ONNX export run by both runtimes, which predict as it does
         assert set(metrics[variant]["forms"]) == {"compiled", "onnxruntime", "openvino"}
         assert min(metrics[variant]["runtime_agreement"].values()) >= 0.99, variant
+    for variant in ("dynamic", "static", "qat"):
+        assert (exported_repo / f"models/int8_{variant}/model.pt2").is_file()
+        assert not (exported_repo / f"models/int8_{variant}/model.pt").exists()
+    assert metrics["static"]["fusion"].startswith("not measured")  # pt2e fuses as it lowers: no unfused twin
     layers = {row["layer"] for row in json.loads((exported_repo / "reports/plots/sensitivity.json").read_text())}
     assert layers == {"stem", "depthwise", "pointwise", "head"}
     assert "not_applicable" in json.loads((exported_repo / "reports/affine.json").read_text())
