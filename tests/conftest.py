@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import os
 import struct
 import threading
 import zlib
@@ -24,6 +25,12 @@ from pipeline.data.idx import write_idx
 from pipeline.data.prepared import DataInfo
 from pipeline.data.published import SPLIT_FILES
 from pipeline.formats.fp32 import Fp32Model
+
+# One torch thread per process, stage processes included: the suite runs on two workers (pyproject.toml), and with
+# a thread per core each, four threads compete for two cores and torch's waiting threads spin. On a 2-core AMD EPYC
+# (family 25, model 1) the suite took 333 s so, 377-388 s without.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The models of the synthetic IDX data: 28x28 grey images, 10 classes, as MLP(widths, *IDX_SHAPE) or in an arch.
@@ -114,7 +121,7 @@ def tiny_params(local_dir: Path, **overrides) -> dict:
     params = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
     params["data"].update(local_dir=str(local_dir), verify_md5=False)
     params["calibration"].update(size=100, batches=2, draws=2)
-    params["train"].update(epochs=3, batch_size=32, lr=0.01, device="cpu")
+    params["train"].update(epochs=3, batch_size=32, lr=0.01, device="cpu", threads=1)  # one per process (above)
     params["qat"].update(epochs=1, batch_size=32)
     params["evaluate"].update(batch_sizes=[1, 16], warmup=1, repeats=3)
     for dotted, value in overrides.items():
