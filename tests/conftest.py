@@ -28,7 +28,7 @@ from pipeline.formats.fp32 import Fp32Model
 
 # One torch thread per process, stage processes included: the suite runs on two workers (pyproject.toml), and with
 # a thread per core each, four threads compete for two cores and torch's waiting threads spin. On a 2-core AMD EPYC
-# (family 25, model 1) the suite took 333 s so, 377-388 s without.
+# (family 25, model 1), pytest took 333 s with one thread, 377-388 s without.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
