@@ -114,6 +114,9 @@ class OpenVinoParams(Section):
     model_type: Literal["default", "transformer"]
     # static: OpenVINO op types whose inputs NNCF leaves in FP32 (its IgnoredScope types); None: none
     ignored_types: list[str] | None
+    # static: 7-bit weights for the first convolution(s) only, for all convolutions and matmuls, or none (NNCF's
+    # OverflowFix): int8 kernels of CPUs without VNNI can saturate their 16-bit sums with 8-bit weights
+    overflow_fix: Literal["first_layer", "enable", "disable"]
 
 
 class StaticParams(Section):

@@ -45,6 +45,7 @@ class StaticRecipe(Recipe):
     preset: str | None = None  # openvino
     model_type: str | None = None  # openvino: default | transformer (NNCF's ModelType.TRANSFORMER)
     ignored_types: tuple[str, ...] | None = None  # openvino: op types whose inputs NNCF leaves in FP32
+    overflow_fix: str | None = None  # openvino: which weights take 7 bits (NNCF's OverflowFix)
     format: str | None = None  # onnxruntime: qdq | qoperator
     activation_type: str | None = None  # onnxruntime: int8 | uint8
     weight_type: str | None = None  # onnxruntime
