@@ -116,7 +116,7 @@ class OpenVinoParams(Section):
     ignored_types: list[str] | None
     # static: 7-bit weights for the first convolution(s) only, for all convolutions and matmuls, or none (NNCF's
     # OverflowFix): int8 kernels of CPUs without VNNI can saturate their 16-bit sums with 8-bit weights
-    overflow_fix: Literal["first_layer", "enable", "disable"]
+    overflow_fix: Literal["first_layer_only", "enable", "disable"]
 
 
 class StaticParams(Section):

@@ -65,6 +65,9 @@ def test_a_runtime_backend_records_its_own_options():
     assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
     _, static = planned(params(**{"quantize.backend": "openvino", "openvino.model_type": "transformer"}), "static")
     assert (static.preset, static.model_type, static.ignored_types) == ("performance", "transformer", None)
+    assert static.overflow_fix == "first_layer_only"  # NNCF's default
+    _, halved = planned(params(**{"quantize.backend": "openvino", "openvino.overflow_fix": "enable"}), "static")
+    assert halved.overflow_fix == "enable" and halved.settings()["overflow_fix"] == "enable"
     _, kept = planned(params(**{"quantize.backend": "openvino", "openvino.ignored_types": ["Add", "MVN"]}), "static")
     assert kept.ignored_types == ("Add", "MVN") and kept.settings()["ignored_types"] == ["Add", "MVN"]
 

@@ -18,7 +18,7 @@ from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import export_onnx, onnx_floor_bytes
-from pipeline.formats.openvino import onnx_to_openvino
+from pipeline.formats.openvino import onnx_to_openvino, read_openvino
 from pipeline.formats.variants import read_settings
 from pipeline.measure.accuracy import agreement
 from pipeline.measure.sizes import openvino_floor_bytes
@@ -135,6 +135,21 @@ def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
     assert convs and not any(quantized for name, quantized in convs.items() if name.startswith("/features.0/"))
     assert any(convs.values()) or len(convs) == 1
     assert openvino_floor_bytes(tmp_path / "ov_dynamic/model.xml") < onnx_floor_bytes(fp32.onnx_file) / 2
+
+
+@pytest.mark.parametrize(
+    "overflow_fix, widest", [("first_layer_only", [63, 127]), ("enable", [63, 63]), ("disable", [127, 127])]
+)
+def test_openvino_overflow_fix_halves_the_weights_it_names(overflow_fix, widest, tmp_path):
+    """NNCF's OverflowFix: the int8 weights of the first convolution, of every layer, or of none use 7 bits of the
+    8, so that the 16-bit sums of int8 kernels on CPUs without VNNI cannot saturate."""
+    model, arch = small_model("cnn")  # a convolution, then the classifier's matmul
+    recipe = replace(OV_STATIC, skip_layers=(), overflow_fix=overflow_fix)
+    OpenVino().static(fp32_folder(model, arch, tmp_path), recipe, Calibration(images(100), 1), tmp_path / "ov", DATA)
+    ops = read_openvino(tmp_path / "ov/model.xml").get_ops()
+    constants = [op.get_data() for op in ops if op.get_type_name() == "Constant"]
+    weights = [weight.astype(int) for weight in constants if weight.dtype == "int8"]
+    assert sorted(int(abs(weight).max()) for weight in weights) == widest
 
 
 def test_openvino_file_round_trip(tmp_path):

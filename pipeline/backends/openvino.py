@@ -24,8 +24,6 @@ from pipeline.optional import require
 # NNCF's port of PyTorch's HistogramObserver. Without one, NNCF takes the mean over calibration images of each
 # image's smallest and largest activation (its MEAN_MINMAX), which clips more.
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "histogram": "HISTOGRAM"}
-# `openvino.overflow_fix`, as NNCF's OverflowFix names its members
-OVERFLOW_FIXES = {"first_layer": "first_layer_only", "enable": "enable", "disable": "disable"}
 
 
 class OpenVino(RuntimeQuantizer):
@@ -86,7 +84,7 @@ class OpenVino(RuntimeQuantizer):
                     activations_range_estimator_params=getattr(
                         nncf.quantization.range_estimator.RangeEstimatorParametersSet, RANGE_ESTIMATORS[recipe.observer]
                     ),
-                    overflow_fix=nncf.OverflowFix(OVERFLOW_FIXES[recipe.overflow_fix]),
+                    overflow_fix=recipe.overflow_fix and nncf.OverflowFix(recipe.overflow_fix),  # None: NNCF's default
                 ),
                 subset_size=len(samples),
                 ignored_scope=kept,
