@@ -101,7 +101,7 @@ class OnnxRuntimeParams(Section):
     format: Literal["qdq", "qoperator"]  # QuantizeLinear/DequantizeLinear pairs, or QLinear* operators
     activation_type: Literal["int8", "uint8"]
     weight_type: Literal["int8", "uint8"]
-    reduce_range: bool  # 7-bit weights: for uint8 activations on CPUs without VNNI, whose kernels can saturate
+    reduce_range: bool  # 7-bit weights: int8 kernels of CPUs without VNNI can saturate (per-channel weights above all)
     op_types: list[str] | None  # static: the ONNX op types to quantize; None: every one ONNX Runtime can
 
 
