@@ -124,8 +124,14 @@ def exported_repo(tmp_path_factory):
     """A git + DVC copy of the pipeline with tensor files for data (the image folder has its own end-to-end test)
     and the exported Residual model, backend pt2e."""
     base = tmp_path_factory.mktemp("exported")
-    # One batch size: every form of a pt2e model compiles once per size.
-    overrides = {"train.arch": "exported", "quantize.backend": "pt2e", "evaluate.batch_sizes": [16]}
+    # One batch size: every form of a pt2e model compiles once per size. One calibration draw: the test reads no
+    # spread (the MLP repository's test does), and each draw quantizes and compiles again.
+    overrides = {
+        "train.arch": "exported",
+        "quantize.backend": "pt2e",
+        "evaluate.batch_sizes": [16],
+        "calibration.draws": 1,
+    }
     params = own_params(write_tensor_files(base / "tensors"), "tensors", **overrides)
     export_trained(base / "model.pt2")
     repo = make_repo(base / "repo", params)
