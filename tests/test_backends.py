@@ -5,12 +5,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe, recipe_from
 from pipeline.backends.registry import BACKENDS, backend_named, planned
+from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
+from pipeline.formats.fp32 import read_fp32
+from pipeline.formats.variants import read_model
 from pipeline.params import Params
-from tests.conftest import tiny_params, write_params
+from tests.conftest import IDX_INFO, tiny_params, write_params
 from tests.test_cli import assert_clean_failure, run
 
 RECIPES = [
@@ -109,3 +114,20 @@ def test_eager_refuses_an_exported_graph_before_any_work(tmp_path):
     with pytest.raises(PipelineError, match=r"^the eager backend cannot quantize an exported graph \(torch.ao's"):
         Eager().dynamic(fp32, RECIPES[0], tmp_path / "dynamic", None)
     assert not (tmp_path / "dynamic").exists()
+
+
+@pytest.mark.parametrize("name", ["eager", "pt2e"])
+def test_the_static_module_computes_what_the_saved_static_variant_does(trained, tmp_path, name):
+    """`draws` scores PyTorch's static int8 in memory (`Backend.static_module`) instead of writing its files: the
+    module and the variant `static` saves from it, a layer kept in FP32 included, give the same logits."""
+    backend = backend_named(name)
+    recipe = backend.static_recipe(StaticRecipe(name, "x86", True, "minmax", name == "pt2e", False, ("layers.0",)))
+    fp32 = read_fp32(trained / "models/fp32")
+    calibration = Calibration(load_split(trained / "data/prepared/calib.pt")[0], 2)
+    images = load_split(trained / "data/prepared/test.pt")[0]
+    module = backend.static_module(fp32, recipe, calibration)
+    backend.static(fp32, recipe, calibration, tmp_path / "static", IDX_INFO)
+    saved, settings = read_model(tmp_path / "static")
+    assert settings["recipe"]["skip_layers"] == ["layers.0"]
+    with torch.inference_mode():
+        assert torch.equal(module(images), saved(images))

@@ -74,8 +74,12 @@ class Backend:
         self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration, folder: Path, data: DataInfo
     ) -> None:
         """The recipe's conversion, its `skip_layers` kept in FP32, saved as the backend saves int8 models."""
-        int8 = self.conversion(fp32.module, recipe, calibration).with_float(list(recipe.skip_layers))
-        self.save(int8, fp32, recipe, folder, data)
+        self.save(self.static_module(fp32, recipe, calibration), fp32, recipe, folder, data)
+
+    def static_module(self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration) -> nn.Module | None:
+        """The int8 module `static` saves, in memory, for a stage that only scores it (`draws`); None where static
+        int8 is a runtime's file, which only `static` writes."""
+        return self.conversion(fp32.module, recipe, calibration).with_float(list(recipe.skip_layers))
 
     def save(self, int8: nn.Module, fp32: Fp32Model, recipe: Recipe, folder: Path, data: DataInfo, extra=None) -> None:
         """Write an int8 PyTorch model's variant folder, with any `extra` writers ({file name: Writer}; one of a

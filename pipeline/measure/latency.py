@@ -44,9 +44,12 @@ def compiled_forms(model: nn.Module, deployable: Path, kind: str) -> dict[str, n
 def compiled(model: nn.Module) -> nn.Module:
     """The model under torch.compile (Inductor), with weights frozen into the graph as constants. For a pt2e
     graph, freezing is what lets Inductor fold each dequantize-op-quantize group into one oneDNN int8 op with
-    prepacked weights. Compiling happens at the first call of each batch size (the warm-up calls)."""
+    prepacked weights. Compiling happens at the first call of each batch size (the warm-up calls).
+
+    Each model keeps what it compiled while others compile: a stage loads every model, then scores each, then
+    times each, and a reset between models would compile every one again at each step. Two models of one class
+    do not share a compiled graph: with frozen weights, Dynamo guards on each parameter's identity."""
     torch._inductor.config.freezing = True
-    torch._dynamo.reset()  # each model compiles afresh; guards left by an earlier model would force recompiles
     return torch.compile(model, dynamic=False)
 
 

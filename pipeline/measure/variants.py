@@ -71,6 +71,10 @@ def accuracy_of(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> flo
         model = read_model(folder)[0]
     else:
         model = load_variant(folder, torch.get_num_threads(), images[:2]).scored
+    return model_accuracy(model, images, labels)
+
+
+def model_accuracy(model: Callable, images: torch.Tensor, labels: torch.Tensor) -> float:
     return round((logits(model, images).argmax(1) == labels).float().mean().item(), 4)
 
 

@@ -157,6 +157,9 @@ class RuntimeQuantizer(Eager):
         int8 = pytorch.converted_qat(prepared)
         pytorch.save(int8, fp32, pytorch.qat_recipe(recipe), folder, data, self.qat_writers)
 
+    def static_module(self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration) -> None:
+        return None
+
     def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> None:
         return None
 
