@@ -1,21 +1,13 @@
-"""Your own data: an image folder or tensor files, through prepare and through the real `dvc repro`."""
-
-import json
-import shutil
-from pathlib import Path
+"""Your own data: an image folder or tensor files, through download and prepare. The real `dvc repro` of an image
+folder, and `predict` on its files, are test_own_model's, with the exported model."""
 
 import pytest
 import torch
 from PIL import Image
 
-from pipeline.__main__ import STAGES
-from pipeline.backends.eager.modules import use_engine
 from pipeline.data.prepared import load_split, read_info
-from pipeline.formats.files import deployable_path
-from pipeline.formats.input_contract import read_contract
 from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
-from tests.test_pipeline import commit, make_repo, sh
 
 OWN = {"imagefolder": write_image_folder, "tensors": write_tensor_files}
 
@@ -171,69 +163,3 @@ def test_normalization_must_fit_the_channels(own, tmp_path):
 def test_missing_source_folder_is_named(own, tmp_path):
     own(tmp_path / "nowhere", "imagefolder")
     assert_clean_failure(run("download"), f"data.local_dir: {tmp_path / 'nowhere'} holds no train or test")
-
-
-@pytest.fixture(scope="module")
-def own_repo(tmp_path_factory):
-    """A git + DVC copy of the pipeline whose data is an image folder outside the repository; a small CNN."""
-    base = tmp_path_factory.mktemp("own")
-    params = own_params(
-        write_image_folder(base / "images"),
-        "imagefolder",
-        **{"train.arch": "cnn", "train.channels": [8, 16], "evaluate.batch_sizes": [16]},
-    )
-    return make_repo(base / "repo", params)
-
-
-def repro_every_stage(repo) -> dict:
-    """`dvc repro` runs every stage, and every variant tells the three colours apart; the metrics."""
-    log = sh("dvc", "repro", cwd=repo)
-    for stage in STAGES[:-1]:  # all but report
-        assert f"Running stage '{stage}'" in log
-    metrics = json.loads((repo / "reports/details.json").read_text())
-    for variant in ("fp32", "dynamic", "static", "qat"):
-        assert metrics[variant]["accuracy"] > 0.8, variant  # three classes: chance is 0.33
-    return metrics
-
-
-def test_image_folder_runs_every_stage(own_repo):
-    metrics = repro_every_stage(own_repo)
-    for variant in ("fp32", "dynamic", "static", "qat"):
-        assert set(metrics[variant]["per_class_accuracy"]) == {"0", "1", "2"}
-    layers = [row["layer"] for row in json.loads((own_repo / "reports/plots/sensitivity.json").read_text())]
-    assert sorted(layers) == ["classifier", "features.0", "features.4"]
-
-
-def test_a_changed_image_reruns_the_data_stages(own_repo):
-    commit(own_repo, "first run")
-    red = own_repo.parent / "images/train/red"
-    shutil.copy(sorted(red.iterdir())[0], red / "added.png")  # one training image more
-    status = sh("dvc", "status", cwd=own_repo)
-    assert "download:" in status and "prepare:" not in status  # what download copies has not changed yet
-    log = sh("dvc", "repro", "prepare", cwd=own_repo)  # the data stages only: what follows is status's to name
-    assert "Running stage 'download'" in log and "Running stage 'prepare'" in log
-    assert len(load_split(own_repo / "data/prepared/train.pt")[1]) == 91
-    assert "train:" in sh("dvc", "status", cwd=own_repo)
-
-
-def predictions(output: str) -> list[tuple[str, str, float]]:
-    rows = [line.split("\t") for line in output.strip().splitlines()]
-    return [(Path(path).name, name, float(probability)) for path, name, probability in rows]
-
-
-@pytest.mark.parametrize("variant", ["models/fp32/model.pt", "models/int8_static"])
-def test_predict_feeds_the_deployable_as_evaluation_does(own_repo, variant):
-    """`predict` on the test images' PNG files gives the classes that the deployable file gives on the prepared
-    test split, image for image: the same decoding, scaling and class names."""
-    output = sh("python", "-m", "pipeline", "predict", variant, str(own_repo.parent / "images/test"), cwd=own_repo)
-    rows = predictions(output)
-    deployable = deployable_path(own_repo / variant)
-    data, engine = read_contract(deployable)
-    if engine is not None:
-        use_engine(engine)
-    images, labels = load_split(own_repo / "data/prepared/test.pt")
-    with torch.inference_mode():
-        expected = torch.jit.load(str(deployable))(images).argmax(1)
-    assert [name for _, name, _ in rows] == [data.classes[label] for label in expected]
-    assert sum(name == data.classes[label] for (_, name, _), label in zip(rows, labels)) / len(rows) > 0.8
-    assert all(1 / 3 <= probability <= 1 for _, _, probability in rows)

@@ -1,19 +1,26 @@
 """Your own model: an FP32 classifier with a residual add and a depthwise convolution, defined and trained here,
-exported with torch.export, and adopted by the pipeline; and every way a model file can be wrong."""
+exported with torch.export, and adopted by the pipeline, through the real `dvc repro` on your own image folder;
+and every way a model file can be wrong."""
 
 import io
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from pipeline.data.prepared import DataInfo, model_inputs
+from pipeline.__main__ import STAGES
+from pipeline.data.prepared import DataInfo, load_split, model_inputs
+from pipeline.formats.files import deployable_path
+from pipeline.formats.input_contract import read_contract
 from pipeline.models.training import fit
-from tests.conftest import colour_images, write_image_folder, write_params, write_tensor_files
+from pipeline.stages.predict import load_runnable
+from tests.conftest import colour_images, write_image_folder, write_params
 from tests.test_cli import Exploit, assert_clean_failure, run
-from tests.test_own_data import own_params, repro_every_stage
+from tests.test_own_data import own_params
 from tests.test_pipeline import commit, make_repo, sh
 
 COLOURS = DataInfo("imagefolder", 3, 12, 12, ("blue", "green", "red"))
@@ -121,18 +128,18 @@ def test_a_planted_pickle_is_refused_and_does_not_run(own, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported_repo(tmp_path_factory):
-    """A git + DVC copy of the pipeline with tensor files for data (the image folder has its own end-to-end test)
-    and the exported Residual model, backend pt2e."""
+    """A git + DVC copy of the pipeline whose data is an image folder outside the repository (tensor files go
+    through download and prepare in test_own_data), and the exported Residual model, backend pt2e."""
     base = tmp_path_factory.mktemp("exported")
     # One batch size: every form of a pt2e model compiles once per size. One calibration draw: the test reads no
-    # spread (the MLP repository's test does), and each draw quantizes and compiles again.
+    # spread (the MLP repository's test does), and each draw quantizes again.
     overrides = {
         "train.arch": "exported",
         "quantize.backend": "pt2e",
         "evaluate.batch_sizes": [16],
         "calibration.draws": 1,
     }
-    params = own_params(write_tensor_files(base / "tensors"), "tensors", **overrides)
+    params = own_params(write_image_folder(base / "images"), "imagefolder", **overrides)
     export_trained(base / "model.pt2")
     repo = make_repo(base / "repo", params)
     (repo / "models/own/model.pt2").write_bytes((base / "model.pt2").read_bytes())
@@ -141,9 +148,15 @@ def exported_repo(tmp_path_factory):
 
 
 def test_an_exported_model_goes_through_every_stage(exported_repo):
-    """Every stage on the pt2e backend: each int8 variant is a torch.export archive."""
-    metrics = repro_every_stage(exported_repo)
+    """`dvc repro` runs every stage on the pt2e backend, and every variant tells the three colours apart; each
+    int8 variant is a torch.export archive."""
+    log = sh("dvc", "repro", cwd=exported_repo)
+    for stage in STAGES[:-1]:  # all but report
+        assert f"Running stage '{stage}'" in log
+    metrics = json.loads((exported_repo / "reports/details.json").read_text())
     for variant in ("fp32", "dynamic", "static", "qat"):
+        assert metrics[variant]["accuracy"] > 0.8, variant  # three classes: chance is 0.33
+        assert set(metrics[variant]["per_class_accuracy"]) == {"0", "1", "2"}
         # the graph compiled by PyTorch, and its ONNX export run by both runtimes, which predict as it does
         assert set(metrics[variant]["forms"]) == {"compiled", "onnxruntime", "openvino"}
         assert min(metrics[variant]["runtime_agreement"].values()) >= 0.99, variant
@@ -154,6 +167,29 @@ def test_an_exported_model_goes_through_every_stage(exported_repo):
     layers = {row["layer"] for row in json.loads((exported_repo / "reports/plots/sensitivity.json").read_text())}
     assert layers == {"stem", "depthwise", "pointwise", "head"}
     assert "not_applicable" in json.loads((exported_repo / "reports/affine.json").read_text())
+
+
+def predictions(output: str) -> list[tuple[str, str, float]]:
+    rows = [line.split("\t") for line in output.strip().splitlines()]
+    return [(Path(path).name, name, float(probability)) for path, name, probability in rows]
+
+
+def test_predict_feeds_the_deployable_as_evaluation_does(exported_repo):
+    """`predict` on the test images' PNG files gives the classes that the deployable file gives on the prepared
+    test split, image for image: the same decoding, scaling and class names. (The FP32 folder's archive takes the
+    same path; test_predict runs TorchScript files.)"""
+    images_folder = str(exported_repo.parent / "images/test")
+    rows = predictions(
+        sh("python", "-m", "pipeline", "predict", "models/int8_static", images_folder, cwd=exported_repo)
+    )
+    deployable = deployable_path(exported_repo / "models/int8_static")
+    data, engine = read_contract(deployable)
+    images, labels = load_split(exported_repo / "data/prepared/test.pt")
+    with torch.inference_mode():
+        expected = load_runnable(deployable, engine)(images).argmax(1)
+    assert [name for _, name, _ in rows] == [data.classes[label] for label in expected]
+    assert sum(name == data.classes[label] for (_, name, _), label in zip(rows, labels)) / len(rows) > 0.8
+    assert all(1 / 3 <= probability <= 1 for _, _, probability in rows)
 
 
 def test_a_new_model_file_reruns_what_follows_the_model_only(exported_repo):
@@ -167,3 +203,15 @@ def test_a_new_model_file_reruns_what_follows_the_model_only(exported_repo):
     status = sh("dvc", "status", cwd=exported_repo).splitlines()
     stale = {line.rstrip(":") for line in status if line.endswith(":") and not line.startswith("\t")}
     assert stale == {"dynamic", "static", "qat", "evaluate", "layers", "sensitivity", "draws"}  # what reads it
+
+
+def test_a_changed_image_reruns_the_data_stages(exported_repo):
+    commit(exported_repo, "before the new image")
+    red = exported_repo.parent / "images/train/red"
+    shutil.copy(sorted(red.iterdir())[0], red / "added.png")  # one training image more
+    status = sh("dvc", "status", cwd=exported_repo)
+    assert "download:" in status and "prepare:" not in status  # what download copies has not changed yet
+    log = sh("dvc", "repro", "prepare", cwd=exported_repo)  # the data stages only: what follows is status's to name
+    assert "Running stage 'download'" in log and "Running stage 'prepare'" in log
+    assert len(load_split(exported_repo / "data/prepared/train.pt")[1]) == 91
+    assert "train:" in sh("dvc", "status", cwd=exported_repo)
