@@ -23,13 +23,18 @@ RUNTIMES = ("onnxruntime", "openvino")
 Runnable = Callable[[torch.Tensor], torch.Tensor]
 
 
-def onnxruntime_runnable(path: Path, threads: int) -> Runnable:
+def onnxruntime_runnable(path: Path, threads: int, optimized: bool = True) -> Runnable:
+    """ONNX Runtime's session for the file. Not `optimized`: no graph optimization, so each QuantizeLinear and
+    DequantizeLinear runs as written and every other op in FP32, with no op fused into an int8 kernel: the file's
+    own arithmetic, as a reference for the kernels."""
     ort = require("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: ORT warns about every initializer it also lists as an input
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises its own classes per failure (InvalidProtobuf, Fail, InvalidGraph)

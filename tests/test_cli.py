@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from pipeline.__main__ import app
+from pipeline.paths import VARIANTS
 from pipeline.safe_io import load_json
+from pipeline.stages.report import kernels_line
 from tests.conftest import CliRunner, tiny_params, write_params
 
 
@@ -156,6 +158,18 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
         assert name in figures
     # PyTorch's backends keep layers, not op types, in FP32: no op type is ranked or drawn
     assert load_json(tmp_path / "copy/reports/plots/op_types.json") == [] and "figures/op_types.png" not in figures
+    assert "static on onnxruntime" in (tmp_path / "copy/reports/summary.md").read_text()  # kernels against the file
+
+
+def test_the_summary_says_where_int8_kernels_compute_otherwise_than_the_file():
+    metrics = {name: {"kernel_agreement": {}} for name in VARIANTS}
+    assert kernels_line(metrics) == ""  # no QDQ file, or no ONNX Runtime: nothing to say
+    metrics["static"]["kernel_agreement"] = {"onnxruntime": 0.9587, "openvino": 0.9894}
+    line = kernels_line(metrics)
+    assert "static on onnxruntime 95.87%, static on openvino 98.94%." in line
+    assert "Below 98%" in line and "`onnxruntime.reduce_range: true`" in line
+    metrics["static"]["kernel_agreement"]["onnxruntime"] = 0.9999
+    assert "static on onnxruntime 99.99%" in kernels_line(metrics) and "Below" not in kernels_line(metrics)
 
 
 def test_evaluate_without_models(project, raw_dir):

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import onnx
 import pytest
 import torch
+from onnx.reference import ReferenceEvaluator
 
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.interface import Calibration
@@ -17,7 +19,7 @@ from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
-from pipeline.formats.onnx import export_onnx, onnx_floor_bytes
+from pipeline.formats.onnx import export_onnx, holds_qdq_only, onnx_floor_bytes
 from pipeline.formats.openvino import onnx_to_openvino, read_openvino
 from pipeline.formats.variants import read_settings
 from pipeline.measure.accuracy import agreement
@@ -127,8 +129,6 @@ def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
             assert agreement(predictions(run, batch), expected) >= 0.9, (name, runtime)
         assert read_settings(tmp_path / name) == {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
     # a layer kept in FP32 is left unquantized: its Conv nodes take float weights
-    import onnx
-
     graph = onnx.load(tmp_path / "ort_static/model.onnx").graph
     quantized_inputs = {name for node in graph.node if node.op_type == "DequantizeLinear" for name in node.output}
     convs = {node.name: node.input[1] in quantized_inputs for node in graph.node if node.op_type == "Conv"}
@@ -249,6 +249,7 @@ def test_evaluation_without_a_runtime_times_the_others_and_says_so(trained, tmp_
     for name in ("fp32", "dynamic", "static", "qat"):
         assert "openvino" in report[name]["forms"] and "onnxruntime" not in report[name]["forms"]
         assert "onnxruntime is not installed" in report["forms_left_out"][name]["onnxruntime"]
+        assert report[name]["kernel_agreement"] == {}  # its reference is ONNX Runtime's
     assert report["environment"]["onnxruntime"] == "not installed"
 
 
@@ -260,3 +261,21 @@ def test_a_layer_the_graph_lacks_is_named_with_the_layers_it_has(tmp_path):
         with pytest.raises(PipelineError, match=r"fp32/model\.onnx belongs to 'nope' \(layers: \[.*'features\.0'"):
             backend.static(fp32, replace(recipe, skip_layers=("nope",)), calibration, tmp_path / folder, DATA)
     assert not (tmp_path / "o").exists() and not (tmp_path / "v").exists()
+
+
+def test_the_reference_session_computes_the_onnx_file_as_written(tmp_path):
+    """ONNX Runtime without graph optimizations, what `kernel_agreement` checks a runtime's int8 kernels against,
+    computes a QDQ file as ONNX's own reference implementation does (numpy, op by op). A file whose own ops compute
+    in integers (ONNX Runtime's dynamic int8) or that holds no int8 (FP32) has no such reference."""
+    model, arch = small_model("cnn")
+    fp32 = fp32_folder(model, arch, tmp_path / "fp32")
+    static, dynamic = tmp_path / "static", tmp_path / "dynamic"
+    OnnxRuntime().static(fp32, ORT_STATIC, Calibration(images(), 2), static, DATA)
+    OnnxRuntime().dynamic(fp32, DynamicRecipe("onnxruntime", "onnxruntime", False, "int8", False), dynamic, DATA)
+    assert holds_qdq_only(static / "model.onnx")
+    assert not holds_qdq_only(dynamic / "model.onnx") and not holds_qdq_only(fp32.onnx_file)
+    batch = images(64)
+    graph = onnx.version_converter.convert_version(onnx.load(static / "model.onnx"), 19)  # the oldest it implements
+    expected = ReferenceEvaluator(graph).run(None, {"images": batch.numpy()})[0]
+    found = onnxruntime_runnable(static / "model.onnx", 1, optimized=False)(batch).numpy()
+    assert abs(found - expected).max() < 1e-5  # 0.0 on an AVX2 EPYC, where the int8 kernels differ by 0.027

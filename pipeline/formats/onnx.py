@@ -108,6 +108,17 @@ def tensor_bytes(array) -> int:
     return array.size * array.dtype.itemsize
 
 
+def holds_qdq_only(path: Path) -> bool:
+    """Whether the file's int8 is only QuantizeLinear/DequantizeLinear pairs around float ops (QDQ): no op of its
+    own computes in integers (QLinearConv, MatMulInteger, ONNX Runtime's contrib ops), so the file's arithmetic
+    can be run as written, in FP32, to check the int8 kernels a runtime fuses it into."""
+    graph = require("onnx").load(str(path), load_external_data=False).graph
+    ops = [(node.domain, node.op_type) for node in graph.node]
+    own = [op for domain, op in ops if domain in ("", "ai.onnx")]
+    integer = len(own) < len(ops) or any(op.startswith("QLinear") or op.endswith("Integer") for op in own)
+    return not integer and "DequantizeLinear" in own
+
+
 def onnx_settings(path: Path) -> str | None:
     """The settings an ONNX file carries in its metadata (None: not a file this pipeline wrote)."""
     onnx = require("onnx")

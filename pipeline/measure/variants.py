@@ -9,13 +9,22 @@ from torch import nn
 
 from pipeline.backends.recipes import Recipe, recipe_from
 from pipeline.errors import PipelineError
-from pipeline.formats.files import deployable_path, holds_pytorch_model, is_exported, is_torchscript
+from pipeline.formats.files import (
+    ONNX_FILE,
+    deployable_path,
+    holds_pytorch_model,
+    is_exported,
+    is_torchscript,
+    runtime_files,
+)
+from pipeline.formats.onnx import holds_qdq_only
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model, read_settings
 from pipeline.measure.accuracy import agreement, change_interval, logits, score
 from pipeline.measure.latency import best_of, compiled_forms
 from pipeline.measure.sizes import measure_size
-from pipeline.runtimes import RUNTIMES, runtime_forms
+from pipeline.optional import missing
+from pipeline.runtimes import RUNTIMES, onnxruntime_runnable, runtime_forms
 from pipeline.safe_io import save_json
 
 
@@ -99,13 +108,41 @@ def recipe_of(settings: dict, folder: Path) -> Recipe | None:
     return recipe_from(settings["recipe"], folder) if settings.get("recipe") else None
 
 
-def runtime_agreement(variant: Variant, reference: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+def runtime_predictions(variant: Variant, scored: torch.Tensor, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each runtime form's class for every test image; the scored form's from its logits, `scored`."""
+    return {
+        runtime: (scored if run is variant.scored else logits(run, images)).argmax(1)
+        for runtime, run in variant.forms.items()
+        if runtime in RUNTIMES
+    }
+
+
+def runtime_agreement(variant: Variant, predictions: dict, scored: torch.Tensor) -> dict[str, float]:
     """Share of test images on which each runtime predicts what the variant's scored form predicts: for a
     PyTorch model, how faithfully its ONNX file carries it to ONNX Runtime and OpenVINO."""
     return {
-        runtime: round(agreement(logits(run, images).argmax(1), reference.argmax(1)), 4)
-        for runtime, run in variant.forms.items()
-        if runtime in RUNTIMES and run is not variant.scored
+        runtime: round(agreement(found, scored.argmax(1)), 4)
+        for runtime, found in predictions.items()
+        if variant.forms[runtime] is not variant.scored
+    }
+
+
+def kernel_agreement(variant: Variant, predictions: dict, images: torch.Tensor) -> dict[str, float]:
+    """Share of test images on which each runtime running the int8 variant's ONNX file predicts what the file's
+    own arithmetic predicts: its quantize/dequantize pairs computed in FP32, by ONNX Runtime with graph
+    optimizations off. The kernels a runtime fuses them into may compute otherwise: on a CPU without VNNI, the
+    16-bit sums of uint8 x int8 pairs saturate once weights reach 127 often (per-channel weights do), which
+    `onnxruntime.reduce_range` and `openvino.overflow_fix` avoid with 7-bit weights. Empty where the file has no
+    such reference: no ONNX file, or one whose own ops compute in integers (dynamic int8, QOperator)."""
+    onnx = variant.folder / ONNX_FILE
+    if variant.recipe is None or not onnx.is_file() or missing("onnxruntime") or not holds_qdq_only(onnx):
+        return {}
+    reference = logits(onnxruntime_runnable(onnx, torch.get_num_threads(), optimized=False), images).argmax(1)
+    files = runtime_files(variant.folder)
+    return {
+        runtime: round(agreement(found, reference), 4)
+        for runtime, found in predictions.items()
+        if files[runtime] == onnx
     }
 
 
@@ -191,16 +228,19 @@ def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
 def compare(
     loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: torch.Tensor, images, resamples: int, seed: int
 ) -> dict:
-    """Per model: accuracy and fidelity to FP32, agreement across runtimes, sizes, latency; per int8 variant, how
+    """Per model: accuracy and fidelity to FP32, agreement across runtimes and with the ONNX file's own arithmetic,
+    sizes, latency; per int8 variant, how
     it stands against FP32 (the accuracy change's interval from `resamples` paired bootstrap draws, seeded) and
     which layers it kept in FP32."""
     correct = {name: found.argmax(1) == labels for name, found in outputs.items()}
     results = {}
     for name, variant in loaded.items():
         reference = None if variant.recipe is None else outputs["fp32"]
+        predictions = runtime_predictions(variant, outputs[name], images)
         results[name] = {
             **score(outputs[name], labels, reference),
-            "runtime_agreement": runtime_agreement(variant, outputs[name], images),
+            "runtime_agreement": runtime_agreement(variant, predictions, outputs[name]),
+            "kernel_agreement": kernel_agreement(variant, predictions, images),
             **measure_size(variant.model, variant.folder),
             **latencies[name],
         }
