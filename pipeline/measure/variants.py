@@ -229,9 +229,8 @@ def compare(
     loaded: dict[str, Variant], outputs: dict, latencies: dict, labels: torch.Tensor, images, resamples: int, seed: int
 ) -> dict:
     """Per model: accuracy and fidelity to FP32, agreement across runtimes and with the ONNX file's own arithmetic,
-    sizes, latency; per int8 variant, how
-    it stands against FP32 (the accuracy change's interval from `resamples` paired bootstrap draws, seeded) and
-    which layers it kept in FP32."""
+    sizes, latency; per int8 variant, how it stands against FP32 (the accuracy change's interval from `resamples`
+    paired bootstrap draws, seeded) and which layers it kept in FP32."""
     correct = {name: found.argmax(1) == labels for name, found in outputs.items()}
     results = {}
     for name, variant in loaded.items():

@@ -118,8 +118,9 @@ def kernels_line(metrics: dict) -> str:
     line += f"given the same class: {', '.join(f'{key} {share * 100:.2f}%' for key, share in shares.items())}."
     if min(shares.values()) < KERNELS_FAITHFUL:
         line += (
-            " Below 98%, the kernels compute otherwise than the file, e.g. 16-bit sums that saturate on a CPU "
-            "without VNNI; 7-bit weights (`onnxruntime.reduce_range: true`, `openvino.overflow_fix: enable`) cannot."
+            f" Below {KERNELS_FAITHFUL:.0%}, the kernels compute otherwise than the file, e.g. 16-bit sums that "
+            "saturate on a CPU without VNNI; 7-bit weights (`onnxruntime.reduce_range: true`, "
+            "`openvino.overflow_fix: enable`) cannot."
         )
     return line + "\n"
 
