@@ -119,8 +119,8 @@ def kernels_line(metrics: dict) -> str:
     if min(shares.values()) < KERNELS_FAITHFUL:
         line += (
             f" Below {KERNELS_FAITHFUL:.0%}, the kernels compute otherwise than the file, e.g. 16-bit sums that "
-            "saturate on a CPU without VNNI; 7-bit weights (`onnxruntime.reduce_range: true`, "
-            "`openvino.overflow_fix: enable`) cannot."
+            "saturate on a CPU without VNNI, which 7-bit weights (`onnxruntime.reduce_range: true`, "
+            "`openvino.overflow_fix: enable`) avoid where that is the cause."
         )
     return line + "\n"
 
