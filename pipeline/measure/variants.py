@@ -1,5 +1,6 @@
 """Each model as evaluation loads, scores and compares it: every form it runs in, and how it stands against FP32."""
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.backends.recipes import Recipe, recipe_from
+from pipeline.backends.interface import Backend, Calibration
+from pipeline.backends.recipes import Recipe, StaticRecipe, recipe_from
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import (
     ONNX_FILE,
@@ -17,6 +20,7 @@ from pipeline.formats.files import (
     is_torchscript,
     runtime_files,
 )
+from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import holds_qdq_only
 from pipeline.formats.torchscript import load_deployable
 from pipeline.formats.variants import read_model, read_settings
@@ -85,6 +89,27 @@ def accuracy_of(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> flo
 
 def model_accuracy(model: Callable, images: torch.Tensor, labels: torch.Tensor) -> float:
     return round((logits(model, images).argmax(1) == labels).float().mean().item(), 4)
+
+
+def static_accuracy(
+    backend: Backend,
+    fp32: Fp32Model,
+    recipe: StaticRecipe,
+    calibration: Calibration,
+    data: DataInfo,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> float:
+    """The test accuracy of the static int8 `backend.static` would save for this recipe and calibration: PyTorch's
+    int8 module scored in memory (its deployable files, TorchScript and ONNX, take longer to write than it takes
+    to score), a runtime's int8 file written to a temporary folder and run by its runtime."""
+    module = backend.static_module(fp32, recipe, calibration)
+    if module is not None:
+        return model_accuracy(module, images, labels)
+    with tempfile.TemporaryDirectory() as workdir:
+        folder = Path(workdir) / "static"
+        backend.static(fp32, recipe, calibration, folder, data)
+        return accuracy_of(folder, images, labels)
 
 
 MAX_REASON = 300  # characters of a runtime's error kept in forms_left_out

@@ -10,20 +10,17 @@ reports/draws.json, a metrics file, and each draw's figures to reports/plots/dra
 """
 
 import statistics
-import tempfile
 from pathlib import Path
 
-import torch
 import typer
 from tqdm import tqdm
 
-from pipeline.backends.interface import Backend, Calibration
-from pipeline.backends.recipes import StaticRecipe
+from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
-from pipeline.data.prepared import DataInfo, draw_calibration, load_split, read_info
-from pipeline.formats.fp32 import Fp32Model, read_fp32, require_kind
+from pipeline.data.prepared import draw_calibration, load_split, read_info
+from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.formats.variants import read_settings
-from pipeline.measure.variants import accuracy_of, model_accuracy, recipe_of
+from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
 from pipeline.safe_io import save_json
@@ -33,27 +30,6 @@ PLOT_FILE = PLOTS_DIR / "draws.json"
 
 def spread(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 4), "min": min(values), "max": max(values)}
-
-
-def static_accuracy(
-    backend: Backend,
-    fp32: Fp32Model,
-    recipe: StaticRecipe,
-    calibration: Calibration,
-    data: DataInfo,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-) -> float:
-    """The test accuracy of static int8 calibrated on `calibration`: PyTorch's int8 module scored in memory (its
-    deployable files, TorchScript and ONNX, take longer to write than it takes to score), a runtime's int8 file
-    written to a temporary folder and run by its runtime."""
-    module = backend.static_module(fp32, recipe, calibration)
-    if module is not None:
-        return model_accuracy(module, images, labels)
-    with tempfile.TemporaryDirectory() as workdir:
-        folder = Path(workdir) / "static"
-        backend.static(fp32, recipe, calibration, folder, data)
-        return accuracy_of(folder, images, labels)
 
 
 def command(

@@ -14,7 +14,6 @@ static variant's own recipe converted again and scored on its runtime. The point
 to reports/plots/op_types.json (empty for PyTorch's backends, and for a model with one such type).
 """
 
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from pipeline.backends.registry import backend_named, backend_of, conversion_rec
 from pipeline.data.prepared import DataInfo, load_split, read_info
 from pipeline.formats.fp32 import Fp32Model, read_fp32, require_kind
 from pipeline.formats.variants import read_settings
-from pipeline.measure.variants import accuracy_of, recipe_of
+from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.models.architectures import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
@@ -75,12 +74,10 @@ def op_type_sensitivity(
     reference = accuracy(fp32.module, images, labels)
     int8_drop = points(reference, accuracy_of(static_folder, images, labels))
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for op_type in tqdm(quantized, desc="op types", leave=False, disable=None):
-            folder = Path(workdir) / op_type
-            backend.static(fp32, backend.with_float_op_type(recipe, op_type), calibration, folder, data)
-            drop = points(reference, accuracy_of(folder, images, labels))
-            rows.append({"op_type": op_type, "drop_with_it_fp32": drop, "won_back": round(int8_drop - drop, 3)})
+    for op_type in tqdm(quantized, desc="op types", leave=False, disable=None):
+        kept = backend.with_float_op_type(recipe, op_type)
+        drop = points(reference, static_accuracy(backend, fp32, kept, calibration, data, images, labels))
+        rows.append({"op_type": op_type, "drop_with_it_fp32": drop, "won_back": round(int8_drop - drop, 3)})
     return sorted(rows, key=lambda row: row["won_back"], reverse=True)
 
 
