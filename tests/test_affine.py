@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
+from pipeline.affine import qparams, quantize
 from pipeline.backends.eager.modules import float_weight, fuse, quantize_static, static_qconfig, use_engine
-from pipeline.measure.affine import qparams, quantize
 from pipeline.measure.layers import quantized_layers, weight_row
 from pipeline.models.architectures import CNN
 from pipeline.safe_io import load_json

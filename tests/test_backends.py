@@ -8,22 +8,27 @@ import pytest
 import torch
 
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe, recipe_from
-from pipeline.backends.registry import BACKENDS, backend_named, planned
+from pipeline.backends.loading import load_module
+from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, OnnxRuntimeStatic
+from pipeline.backends.openvino import OpenVinoDynamic, OpenVinoStatic
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
+from pipeline.backends.registry import BACKENDS, backend_named, planned, recipe_from
 from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
-from pipeline.formats.variants import read_model
 from pipeline.params import Params
 from tests.conftest import IDX_INFO, tiny_params, write_params
 from tests.test_cli import assert_clean_failure, run
 
 RECIPES = [
-    DynamicRecipe("eager", "x86", False, "int8", False),
-    DynamicRecipe("openvino", "openvino", True, preset="mixed"),
+    DynamicRecipe("eager", "x86", False, options=OnnxRuntimeDynamic("int8", False)),
+    DynamicRecipe("openvino", None, True, options=OpenVinoDynamic("mixed")),
     StaticRecipe("eager", "onednn", True, "histogram", True, False, ("layers.0",)),
     StaticRecipe(
-        "onnxruntime", "onnxruntime", None, "minmax", False, True, (), None, None, "qdq", "uint8", "int8", True
+        "onnxruntime", None, None, "minmax", False, True, options=OnnxRuntimeStatic("qdq", "uint8", "int8", True)
+    ),
+    StaticRecipe(
+        "openvino", None, None, "minmax", True, None, options=OpenVinoStatic("mixed", "transformer", "enable", ("Add",))
     ),
     QatRecipe("pt2e", "x86", True, True, 1),
 ]
@@ -48,6 +53,26 @@ def test_a_recipe_is_read_back_as_it_was_saved(recipe):
 def test_a_recipe_this_pipeline_does_not_know_is_named():
     with pytest.raises(PipelineError, match=r"model.pt: records a recipe this pipeline does not know"):
         recipe_from({"method": "static", "backend": "eager", "colour": "red"}, "model.pt")
+    with pytest.raises(PipelineError, match=r"model.pt: records a recipe of a backend this pipeline does not know"):
+        recipe_from({"method": "static", "backend": "tflite"}, "model.pt")
+
+
+def test_an_option_read_back_is_held_to_what_params_allow():
+    """A recipe in a file is checked as params.yaml is: one line naming the key and the values it may take."""
+    settings = {**RECIPES[3].settings(), "format": "qdx"}
+    with pytest.raises(PipelineError, match=r"^model.onnx: onnxruntime.format: Input should be 'qdq' or 'qoperator'"):
+        recipe_from(settings, "model.onnx")
+    with pytest.raises(PipelineError, match=r"^openvino.overflow_fix: Input should be 'first_layer_only', 'enable'"):
+        OpenVinoStatic("performance", "default", "always")
+
+
+def test_the_default_recipes_are_written_as_before():
+    """The eager backend's recipes lay out their settings as the default run's model files record them: the same
+    keys in the same order, so those files keep their bytes."""
+    assert list(RECIPES[0].settings()) == ["method", "backend", "engine", "per_channel", "weight_type", "reduce_range"]
+    static = ["method", "backend", "engine", "fused", "observer", "per_channel", "symmetric_activations", "skip_layers"]
+    assert list(RECIPES[2].settings()) == static
+    assert list(RECIPES[5].settings()) == ["method", "backend", "engine", "fused", "per_channel", "freeze_after"]
 
 
 def test_the_eager_recipe_is_what_params_ask():
@@ -63,18 +88,21 @@ def test_a_backend_that_forces_per_channel_weights_says_so(capsys):
 
 def test_a_runtime_backend_records_its_own_options():
     _, recipe = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.format": "qoperator"}), "static")
-    assert (recipe.engine, recipe.format, recipe.fused, recipe.op_types) == ("onnxruntime", "qoperator", None, None)
+    assert (recipe.engine, recipe.fused) == (None, None)
+    assert recipe.options == OnnxRuntimeStatic("qoperator", "int8", "int8", False, None)
     _, chosen = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.op_types": ["MatMul"]}), "static")
-    assert chosen.op_types == ("MatMul",) and chosen.settings()["op_types"] == ["MatMul"]
+    assert chosen.options.op_types == ("MatMul",) and chosen.settings()["op_types"] == ["MatMul"]
     _, dynamic = planned(params(**{"quantize.backend": "openvino"}), "dynamic")
-    assert dynamic == DynamicRecipe("openvino", "openvino", True, preset="performance")
+    assert dynamic == DynamicRecipe("openvino", None, True, options=OpenVinoDynamic("performance"))
     _, static = planned(params(**{"quantize.backend": "openvino", "openvino.model_type": "transformer"}), "static")
-    assert (static.preset, static.model_type, static.ignored_types) == ("performance", "transformer", None)
-    assert static.overflow_fix == "first_layer_only"  # NNCF's default
+    assert static.options == OpenVinoStatic("performance", "transformer", "first_layer_only", None)  # NNCF's default
     _, halved = planned(params(**{"quantize.backend": "openvino", "openvino.overflow_fix": "enable"}), "static")
-    assert halved.overflow_fix == "enable" and halved.settings()["overflow_fix"] == "enable"
+    assert halved.options.overflow_fix == "enable" and halved.settings()["overflow_fix"] == "enable"
     _, kept = planned(params(**{"quantize.backend": "openvino", "openvino.ignored_types": ["Add", "MVN"]}), "static")
-    assert kept.ignored_types == ("Add", "MVN") and kept.settings()["ignored_types"] == ["Add", "MVN"]
+    assert kept.options.ignored_types == ("Add", "MVN") and kept.settings()["ignored_types"] == ["Add", "MVN"]
+    _, eager = planned(params(), "dynamic")
+    assert eager.options == OnnxRuntimeDynamic("int8", False)  # its ONNX file is ONNX Runtime's dynamic int8
+    assert planned(params(), "static")[1].options is None
 
 
 @pytest.mark.parametrize(
@@ -127,7 +155,7 @@ def test_the_static_module_computes_what_the_saved_static_variant_does(trained, 
     images = load_split(trained / "data/prepared/test.pt")[0]
     module = backend.static_module(fp32, recipe, calibration)
     backend.static(fp32, recipe, calibration, tmp_path / "static", IDX_INFO)
-    saved, settings = read_model(tmp_path / "static")
+    saved, settings = load_module(tmp_path / "static")
     assert settings["recipe"]["skip_layers"] == ["layers.0"]
     with torch.inference_mode():
         assert torch.equal(module(images), saved(images))

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
+from pipeline.backends.loading import load_module
 from pipeline.data.prepared import read_info
 from pipeline.data.published import registry
 from pipeline.errors import PipelineError
-from pipeline.formats.variants import load_checkpoint
 from pipeline.models.architectures import build
 
 
@@ -17,7 +17,7 @@ def test_prepare_records_image_size_and_class_names(trained):
     info = read_info(trained / "data/prepared")
     assert (info.dataset, info.input_shape) == ("fashion-mnist", [1, 28, 28])
     assert info.classes == registry()["fashion-mnist"].classes and info.classes[0] == "T-shirt/top"
-    _, arch = load_checkpoint(trained / "models/fp32/model.pt")
+    arch = load_module(trained / "models/fp32/model.pt")[1]["arch"]
     assert (arch["input"], arch["classes"]) == ([1, 28, 28], 10)
 
 

@@ -6,10 +6,11 @@ import time
 import pytest
 import torch
 
+from pipeline.affine import sqnr_db
+from pipeline.backends.loading import load_module
 from pipeline.data.prepared import load_split
 from pipeline.formats.files import deployable_path
-from pipeline.formats.variants import load_model
-from pipeline.measure.accuracy import change_interval, confusion_matrix, per_class_accuracy, sqnr_db
+from pipeline.measure.accuracy import change_interval, confusion_matrix, per_class_accuracy
 from pipeline.measure.latency import best_of, compiled_forms, time_calls
 from pipeline.measure.sizes import floor_bytes
 from pipeline.measure.variants import runtime_label, verdict
@@ -68,7 +69,7 @@ def test_the_change_interval_is_the_paired_bootstrap_by_hand():
 
 
 def test_floor_counts_int8_weights_float_biases_and_scales(trained):
-    model = load_model(trained / "models/int8_static/model.pt")
+    model = load_module(trained / "models/int8_static/model.pt")[0]
     linears = [module for module in model.modules() if hasattr(module, "weight") and callable(module.weight)]
     expected = (
         sum(m.weight().numel() + 4 * m.bias().numel() + 4 + 4 for m in linears) + 4
@@ -80,7 +81,7 @@ def test_floor_counts_int8_weights_float_biases_and_scales(trained):
 def test_every_form_computes_what_the_model_computes(trained, name):
     images, _ = load_split(trained / "data/prepared/test.pt")
     location = trained / ("models/fp32/model.pt" if name == "fp32" else f"models/{name}")
-    model = load_model(location)
+    model = load_module(location)[0]
     forms = compiled_forms(model, deployable_path(location), "fp32" if name == "fp32" else "int8")
     assert {"eager", "torchscript"} <= forms.keys() and ("compiled" in forms) == (name == "fp32")
     with torch.inference_mode():

@@ -15,8 +15,8 @@ import pytest
 
 from pipeline import safe_io
 from pipeline.__main__ import app
+from pipeline.backends.loading import load_module
 from pipeline.data.published import DataFile, Dataset
-from pipeline.formats.variants import load_model
 from pipeline.stages.download import fetch_dataset
 from tests.conftest import ROOT, CliRunner, tiny_params, write_params
 
@@ -61,7 +61,7 @@ def test_train_interrupted_then_rerun(trained, tmp_path, sig):
     write_params(work / "params.yaml", params)
     with contextlib.chdir(work):
         assert CliRunner().invoke(app, ["train"]).exit_code == 0
-    load_model(work / "models/trained/model.pt")
+    load_module(work / "models/trained/model.pt")
 
 
 class StallingHandler(BaseHTTPRequestHandler):

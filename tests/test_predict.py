@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.backends.loading import load_module
 from pipeline.data.prepared import load_split
 from pipeline.formats.openvino import onnx_to_openvino
-from pipeline.formats.variants import read_model
 from tests.conftest import png_claiming
 from tests.test_cli import assert_clean_failure, run
 
@@ -31,7 +31,7 @@ def test_predict_reads_png_pixels_the_way_the_model_was_trained(trained, tmp_pat
     result = run("predict", "models/int8_static", str(folder))
     assert result.exit_code == 0, result.output
     names = [line.split("\t")[1] for line in result.output.strip().splitlines()]
-    model, _ = read_model(trained / "models/int8_static")
+    model, _ = load_module(trained / "models/int8_static")
     images, _ = load_split(trained / "data/prepared/test.pt")
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     with torch.inference_mode():

@@ -9,10 +9,10 @@ import torch
 
 from pipeline.backends import pt2e
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
+from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import StaticRecipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model
-from pipeline.formats.variants import read_model
 from pipeline.measure.latency import compiled
 from pipeline.measure.sizes import floor_bytes
 from pipeline.models.architectures import CNN, accuracy, predict
@@ -34,7 +34,7 @@ def data(trained):
 
 @pytest.fixture(scope="module")
 def fp32(trained):
-    return read_model(trained / "models/fp32/model.pt", expect="fp32")
+    return load_module(trained / "models/fp32/model.pt", expect="fp32")
 
 
 def int8_weights(state_dict: dict) -> int:
@@ -68,7 +68,7 @@ def test_saved_archive_loads_whole(fp32, data, tmp_path):
     model, info = fp32
     graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
     save_variant(graph, info["arch"], tmp_path / "int8_static")
-    loaded, settings = read_model(tmp_path / "int8_static", expect="int8")
+    loaded, settings = load_module(tmp_path / "int8_static", expect="int8")
     assert settings == {"kind": "int8", "arch": info["arch"], "recipe": RECIPE.settings()}
     with torch.inference_mode():
         torch.testing.assert_close(loaded(images), graph(images))
@@ -102,7 +102,7 @@ def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):
     save_variant(graph, info["arch"], tmp_path / "int8_static")
     code = (
         "import sys; from pathlib import Path; import torch._inductor.config as config; "
-        "from pipeline.formats.variants import read_model; read_model(Path(sys.argv[1])); "
+        "from pipeline.backends.loading import load_module; load_module(Path(sys.argv[1])); "
         "print(type(config.pre_grad_custom_pass).__name__)"
     )
     result = subprocess.run(

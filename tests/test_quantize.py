@@ -18,12 +18,13 @@ from pipeline.backends.eager.modules import (
     static_qconfig,
     use_engine,
 )
+from pipeline.backends.loading import load_module
+from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model, save_trained
 from pipeline.formats.fp32_export import export_fp32
 from pipeline.formats.torchscript import load_deployable
-from pipeline.formats.variants import load_checkpoint, load_model
 from pipeline.measure.sizes import measure_size
 from pipeline.models.architectures import CNN, MLP, accuracy, predict
 from pipeline.models.training import fit
@@ -36,14 +37,14 @@ def data(trained):
 
 
 def test_fp32_model_learns(trained, data):
-    model = load_model(trained / "models/fp32/model.pt")
+    model = load_module(trained / "models/fp32/model.pt")[0]
     assert accuracy(model, *data[1]) > 0.8  # ten classes: chance is 0.1
 
 
 @pytest.mark.parametrize("method", ["dynamic", "static", "qat"])
 def test_int8_agrees_with_fp32(trained, data, method):
-    fp32 = load_model(trained / "models/fp32/model.pt")
-    int8 = load_model(trained / f"models/int8_{method}")
+    fp32 = load_module(trained / "models/fp32/model.pt")[0]
+    int8 = load_module(trained / f"models/int8_{method}")[0]
     images, labels = data[1]
     agreement = (predict(fp32, images) == predict(int8, images)).float().mean().item()
     assert agreement > 0.9
@@ -58,16 +59,17 @@ def static_int8(model, images, observer="minmax", per_channel=False, fused=True)
 @pytest.mark.parametrize("observer", ["minmax", "histogram"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_file_round_trip_is_exact(trained, data, tmp_path, observer, per_channel):
-    fp32, arch = load_checkpoint(trained / "models/fp32/model.pt")
+    fp32, settings = load_module(trained / "models/fp32/model.pt")
+    arch = settings["arch"]
     images = data[0][0][:200]
     int8 = static_int8(fp32, images, observer, per_channel)
     save_eager(int8, arch, eager_static_recipe(per_channel, observer), tmp_path / "int8")
-    assert torch.equal(load_model(tmp_path / "int8")(images), int8(images))
+    assert torch.equal(load_module(tmp_path / "int8")[0](images), int8(images))
 
 
 def test_input_scale_matches_hand_computation(trained, data):
     """QuantStub's min/max observer over [0, xmax] with 7-bit activations (x86): scale = xmax / 127, zero point 0."""
-    fp32 = load_model(trained / "models/fp32/model.pt")
+    fp32 = load_module(trained / "models/fp32/model.pt")[0]
     images = data[0][0][:200]
     int8 = static_int8(fp32, images)
     assert int8.quant.scale.item() == pytest.approx(images.max().item() / 127, rel=1e-6)
@@ -80,7 +82,7 @@ def test_weight_scale_matches_hand_computation(trained, data):
     PyTorch multiplies by the float32 inverse of the scale; dividing by the scale instead can round a tie
     (w / scale exactly x.5 in float32) the other way.
     """
-    fp32 = load_model(trained / "models/fp32/model.pt")
+    fp32 = load_module(trained / "models/fp32/model.pt")[0]
     int8 = static_int8(fp32, data[0][0][:200], fused=False)
     weight, quantized = fp32.layers[0].weight.detach(), int8.layers[0].weight()
     scale = weight.abs().max().item() / 127.5
@@ -104,12 +106,12 @@ def test_classic_mlp_file_sizes(tmp_path):
     fp32_size = (tmp_path / "fp32/model.pt").stat().st_size
     assert 180_000 < fp32_size < 195_000
     # PyTorch cannot export dynamic int8 to ONNX: its ONNX file is ONNX Runtime's dynamic int8 of FP32's
-    dynamic = DynamicRecipe("eager", "x86", False, "int8", False)
+    dynamic = DynamicRecipe("eager", "x86", False, options=OnnxRuntimeDynamic("int8", False))
     Eager().dynamic(Fp32Model(model, arch, tmp_path / "fp32"), dynamic, tmp_path / "dynamic", IDX_INFO)
     save_eager(static_int8(model, images), arch, eager_static_recipe(), tmp_path / "static")
     save_eager(convert_qat(qat), arch, QatRecipe("eager", "x86", True, False, 1), tmp_path / "qat")
     for name in ("dynamic", "static", "qat"):
-        size = measure_size(load_model(tmp_path / name), tmp_path / name)
+        size = measure_size(load_module(tmp_path / name)[0], tmp_path / name)
         assert size["size_bytes"] < 0.31 * fp32_size
         assert 1 < size["deploy_floor_ratio"] <= 1.10, name
         assert 1 < size["files"]["onnx"]["floor_ratio"] <= 1.25, name
@@ -174,4 +176,4 @@ def test_cnn_static_and_qat_load_back_exactly(data, tmp_path):
     recipes = {"static": eager_static_recipe(), "qat": QatRecipe("eager", "x86", True, True, 1)}
     for name, int8 in {"static": static, "qat": qat}.items():
         save_eager(int8, arch, recipes[name], tmp_path / name)
-        assert torch.equal(load_model(tmp_path / name)(images), int8(images))
+        assert torch.equal(load_module(tmp_path / name)[0](images), int8(images))

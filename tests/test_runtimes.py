@@ -14,14 +14,15 @@ from onnx.reference import ReferenceEvaluator
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.interface import Calibration
 from pipeline.backends.onnxruntime import OnnxRuntime
-from pipeline.backends.openvino import OpenVino
+from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, OnnxRuntimeStatic
+from pipeline.backends.openvino import OpenVino, OpenVinoDynamic, OpenVinoStatic
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import export_onnx, holds_qdq_only, onnx_floor_bytes
 from pipeline.formats.openvino import onnx_to_openvino, read_openvino
-from pipeline.formats.variants import read_settings
+from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.accuracy import agreement
 from pipeline.measure.sizes import openvino_floor_bytes
 from pipeline.models.architectures import architecture, build, example_input
@@ -30,9 +31,10 @@ from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, runtime_f
 from tests.conftest import ROOT
 
 DATA = DataInfo("test", 1, 12, 12, tuple(str(label) for label in range(4)))
-ORT_OPTIONS = {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
-ORT_STATIC = StaticRecipe("onnxruntime", "onnxruntime", None, "minmax", True, False, ("features.0",), **ORT_OPTIONS)
-OV_STATIC = StaticRecipe("openvino", "openvino", None, "minmax", True, None, ("features.0",), preset="performance")
+ORT_OPTIONS = OnnxRuntimeStatic("qdq", "int8", "int8", False)
+ORT_STATIC = StaticRecipe("onnxruntime", None, None, "minmax", True, False, ("features.0",), options=ORT_OPTIONS)
+OV_OPTIONS = OpenVinoStatic("performance", "default", "first_layer_only")
+OV_STATIC = StaticRecipe("openvino", None, None, "minmax", True, None, ("features.0",), options=OV_OPTIONS)
 
 
 def fp32_folder(model: torch.nn.Module, arch: dict, folder) -> Fp32Model:
@@ -70,7 +72,7 @@ def test_fp32_export_computes_the_same_logits_on_both_runtimes(name, tmp_path):
         expected = model(batch)
     for runtime, run in runtimes(tmp_path / "model.onnx").items():
         assert torch.allclose(run(batch), expected, atol=1e-4), runtime
-    assert read_settings(tmp_path) == {"kind": "fp32", "arch": arch}
+    assert read_runtime_settings(tmp_path) == {"kind": "fp32", "arch": arch}
     floor = onnx_floor_bytes(tmp_path / "model.onnx")
     if name == "mlp":
         assert floor == sum(p.numel() * 4 for p in model.state_dict().values())
@@ -113,8 +115,8 @@ def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
     batch = images(1000)
     expected = predictions(model, batch)
     ort, ov = OnnxRuntime(), OpenVino()
-    ort_dynamic = DynamicRecipe("onnxruntime", "onnxruntime", False, "int8", False)
-    ov_dynamic = DynamicRecipe("openvino", "openvino", True, preset="performance")
+    ort_dynamic = DynamicRecipe("onnxruntime", None, False, options=OnnxRuntimeDynamic("int8", False))
+    ov_dynamic = DynamicRecipe("openvino", None, True, options=OpenVinoDynamic("performance"))
     variants = {
         "ort_dynamic": (ort_dynamic, lambda folder: ort.dynamic(fp32, ort_dynamic, folder, DATA)),
         "ort_static": (ORT_STATIC, lambda folder: ort.static(fp32, ORT_STATIC, Calibration(images(), 2), folder, DATA)),
@@ -127,7 +129,7 @@ def test_runtime_quantizers_write_int8_files_that_follow_fp32(tmp_path):
         assert forms and not left_out
         for runtime, run in forms.items():
             assert agreement(predictions(run, batch), expected) >= 0.9, (name, runtime)
-        assert read_settings(tmp_path / name) == {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
+        assert read_runtime_settings(tmp_path / name) == {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
     # a layer kept in FP32 is left unquantized: its Conv nodes take float weights
     graph = onnx.load(tmp_path / "ort_static/model.onnx").graph
     quantized_inputs = {name for node in graph.node if node.op_type == "DequantizeLinear" for name in node.output}
@@ -144,7 +146,7 @@ def test_openvino_overflow_fix_halves_the_weights_it_names(overflow_fix, widest,
     """NNCF's OverflowFix: the int8 weights of the first convolution, of every layer, or of none use 7 bits of the
     8, so that the 16-bit sums of int8 kernels on CPUs without VNNI cannot saturate."""
     model, arch = small_model("cnn")  # a convolution, then the classifier's matmul
-    recipe = replace(OV_STATIC, skip_layers=(), overflow_fix=overflow_fix)
+    recipe = replace(OV_STATIC, skip_layers=(), options=replace(OV_OPTIONS, overflow_fix=overflow_fix))
     OpenVino().static(fp32_folder(model, arch, tmp_path), recipe, Calibration(images(100), 1), tmp_path / "ov", DATA)
     ops = read_openvino(tmp_path / "ov/model.xml").get_ops()
     constants = [op.get_data() for op in ops if op.get_type_name() == "Constant"]
@@ -156,7 +158,7 @@ def test_openvino_file_round_trip(tmp_path):
     model, arch = small_model("mlp")
     export_onnx(model, example_input(arch), {}, tmp_path / "model.onnx")
     onnx_to_openvino(tmp_path / "model.onnx", {"kind": "fp32"}, tmp_path / "ir" / "model.xml")
-    assert read_settings(tmp_path / "ir") == {"kind": "fp32"}
+    assert read_runtime_settings(tmp_path / "ir") == {"kind": "fp32"}
     batch = images(64)
     with torch.inference_mode():
         assert torch.allclose(openvino_runnable(tmp_path / "ir/model.xml", 1)(batch), model(batch), atol=1e-4)
@@ -271,7 +273,9 @@ def test_the_reference_session_computes_the_onnx_file_as_written(tmp_path):
     fp32 = fp32_folder(model, arch, tmp_path / "fp32")
     static, dynamic = tmp_path / "static", tmp_path / "dynamic"
     OnnxRuntime().static(fp32, ORT_STATIC, Calibration(images(), 2), static, DATA)
-    OnnxRuntime().dynamic(fp32, DynamicRecipe("onnxruntime", "onnxruntime", False, "int8", False), dynamic, DATA)
+    OnnxRuntime().dynamic(
+        fp32, DynamicRecipe("onnxruntime", None, False, options=OnnxRuntimeDynamic("int8", False)), dynamic, DATA
+    )
     assert holds_qdq_only(static / "model.onnx")
     assert not holds_qdq_only(dynamic / "model.onnx") and not holds_qdq_only(fp32.onnx_file)
     batch = images(64)

@@ -10,11 +10,11 @@ import torch
 
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.interface import Calibration
+from pipeline.backends.loading import load_module
 from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import backend_named, conversion_recipe
 from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
-from pipeline.formats.variants import load_model
 from pipeline.models.architectures import accuracy
 from pipeline.params import Params
 from pipeline.safe_io import load_json
@@ -30,7 +30,7 @@ def fragile(trained):
     Hidden unit 0 of layers.0 is made dead (always 0 after ReLU), so the weights leaving it never matter in FP32;
     setting them to 1000 makes layers.2's per-tensor scale so coarse that all its other weights round to zero.
     """
-    model = copy.deepcopy(load_model(trained / "models/fp32/model.pt"))
+    model = copy.deepcopy(load_module(trained / "models/fp32/model.pt")[0])
     with torch.no_grad():
         model.layers[0].weight[0] = 0
         model.layers[0].bias[0] = -1
@@ -84,7 +84,7 @@ def test_mixed_model_file_loads_back_exactly(fragile, tmp_path):
     mixed = quantize_static(model, qconfig, images, 2, True, skip_layers=["layers.2"])
     arch = {"name": "mlp", "hidden": [50, 80, 30], **IDX_ARCH}
     save_eager(mixed, arch, replace(eager_static_recipe(), skip_layers=("layers.2",)), tmp_path / "m")
-    assert torch.equal(load_model(tmp_path / "m")(images), mixed(images))
+    assert torch.equal(load_module(tmp_path / "m")[0](images), mixed(images))
 
 
 def test_unknown_layer_lists_the_allowed_ones(fragile):

@@ -151,3 +151,51 @@ def test_a_comparison_of_a_backend_name_is_found(tmp_path):
     with open(tmp_path / STAGES / "static.py", "a") as module:
         module.write('\nCOMPILED = "pt2e" == "pt2e"  # noqa\n')
     assert [line.split(": ", 1)[1] for line in name_comparisons(tmp_path)] == ["'pt2e' == 'pt2e'"]
+
+
+# The layers of README's Layout, lowest first: a module imports only from its own layer or those below it. Core is
+# what every layer shares: the modules at the package's top (errors, paths, params, safe_io, affine, ...), and the
+# archive reader, which models use to adopt an exported model.
+LAYERS = ["core", "data", "models", "formats", "runtimes", "backends", "measure", "stages", "command line"]
+CORE_MODULES = {"pipeline.formats.torch_export"}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")[1:]  # without the package's name
+    if module in CORE_MODULES or not parts:
+        return 0
+    if parts[0] == "__main__":
+        return LAYERS.index("command line")
+    return LAYERS.index(parts[0]) if parts[0] in LAYERS else 0
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Each import, at the top of a module or inside a function, of a module in a higher layer than the importer's,
+    as `path:line: importer layer -> imported layer (module)`."""
+    found = []
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        me = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in (name for name in names if name.split(".")[0] == PACKAGE):
+                if layer_of(name) > layer_of(me):
+                    line = f"{path.relative_to(root)}:{node.lineno}"
+                    found.append(f"{line}: {LAYERS[layer_of(me)]} -> {LAYERS[layer_of(name)]} ({name})")
+    return found
+
+
+def test_imports_go_down_the_layers_only():
+    assert upward_imports(ROOT) == []
+
+
+def test_an_upward_import_is_found_even_inside_a_function(tmp_path):
+    shutil.copytree(ROOT / PACKAGE, tmp_path / PACKAGE)
+    with open(tmp_path / PACKAGE / "formats" / "files.py", "a") as module:
+        module.write("\n\ndef backend():\n    from pipeline.backends import registry  # noqa\n")
+    assert [line.split(": ", 1)[1] for line in upward_imports(tmp_path)] == ["formats -> backends (pipeline.backends)"]

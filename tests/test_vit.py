@@ -73,7 +73,7 @@ def test_a_runtime_backend_quantizes_it_and_fine_tunes_it_through_pt2e(vit, tmp_
         variant = load_variant(tmp_path / method, 1, torch.rand(2, 1, 28, 28))
         assert backend in variant.forms and not variant.left_out, variant.left_out
         if method == "static" and backend == "openvino":
-            assert variant.recipe.model_type == "transformer"
+            assert variant.recipe.options.model_type == "transformer"
     assert (tmp_path / "qat/model.pt2").is_file() and variant.recipe.per_channel
 
 
@@ -112,15 +112,17 @@ def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(vit, tmp_p
     import openvino as ov
 
     from pipeline.backends.interface import Calibration
-    from pipeline.backends.openvino import OpenVino
+    from pipeline.backends.openvino import OpenVino, OpenVinoStatic
     from pipeline.backends.recipes import StaticRecipe
     from pipeline.data.prepared import read_info
     from pipeline.formats.fp32 import read_fp32
 
     fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
-    recipe = StaticRecipe("openvino", "openvino", None, "minmax", True, None, preset="performance")
+    options = OpenVinoStatic("performance", "default", "first_layer_only")
+    recipe = StaticRecipe("openvino", None, None, "minmax", True, None, options=options)
     calibration = Calibration(torch.rand(16, 1, 28, 28), 1)
-    OpenVino().static(fp32, replace(recipe, ignored_types=("Add",)), calibration, tmp_path / "kept", data)
+    kept = replace(recipe, options=replace(options, ignored_types=("Add",)))
+    OpenVino().static(fp32, kept, calibration, tmp_path / "kept", data)
     ops = ov.Core().read_model(str(tmp_path / "kept/model.xml")).get_ops()
     quantized = {
         op.get_type_name()
@@ -129,7 +131,8 @@ def test_openvino_keeps_the_inputs_of_the_op_types_it_is_told_in_fp32(vit, tmp_p
     }
     assert "MatMul" in quantized and "Add" not in quantized  # the default scheme quantizes 2 of these adds
     with pytest.raises(PipelineError, match=r"^openvino.ignored_types: the model has no op of type Conv2D; its op "):
-        OpenVino().static(fp32, replace(recipe, ignored_types=("Conv2D",)), calibration, tmp_path / "unknown", data)
+        unknown = replace(recipe, options=replace(options, ignored_types=("Conv2D",)))
+        OpenVino().static(fp32, unknown, calibration, tmp_path / "unknown", data)
     assert not (tmp_path / "unknown").exists()
 
 
@@ -139,6 +142,8 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     (attention's matmuls, the adds, the norms), never those that only move int8 values along (reshapes,
     transposes, OpenVINO's shape reads), and each conversion differs from the variant's by that type alone."""
     from pipeline.backends.interface import Calibration
+    from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeStatic
+    from pipeline.backends.openvino import OpenVinoStatic
     from pipeline.backends.recipes import StaticRecipe
     from pipeline.backends.registry import backend_named
     from pipeline.data.prepared import load_split, read_info
@@ -147,10 +152,10 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
 
     fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
     options = {
-        "openvino": {"preset": "performance"},
-        "onnxruntime": {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "reduce_range": False},
+        "openvino": OpenVinoStatic("performance", "default", "first_layer_only"),
+        "onnxruntime": OnnxRuntimeStatic("qdq", "int8", "int8", False),
     }[backend]
-    recipe = StaticRecipe(backend, backend, None, "minmax", True, backend == "onnxruntime" or None, **options)
+    recipe = StaticRecipe(backend, None, None, "minmax", True, backend == "onnxruntime" or None, options=options)
     runtime = backend_named(backend)
     calibration = Calibration(torch.rand(16, 1, 28, 28), 1)
     runtime.static(fp32, recipe, calibration, tmp_path / "static", data)

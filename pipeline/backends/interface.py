@@ -6,14 +6,14 @@ of `Backend`; `pipeline.backends.registry` finds it by `quantize.backend`. Stage
 it; only the backends and the file formats (`pipeline/formats/`) know a backend's name or a file's suffix.
 """
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from pipeline.backends.recipes import DynamicRecipe, QatRecipe, Recipe, StaticRecipe
+from pipeline.backends.recipes import DynamicRecipe, Options, QatRecipe, Recipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
@@ -54,7 +54,8 @@ class Backend:
 
     name: str
     requires: tuple[str, ...] = ()  # packages it imports; missing ones stop the stage before any work
-    section: str | None = None  # the params.yaml section of its own options, recorded in its recipes
+    # per method, the type of the backend's own options its recipes carry (made from its params.yaml section)
+    options: dict[str, type[Options]] = {}
     overrules: str = ""  # why it overrules a recipe field, for the line that says so
     uses_engine: bool = False  # whether its int8 runs on PyTorch's quantized engine (quantize.engine)
 
@@ -135,11 +136,3 @@ def overruled(asked: Recipe, carried: Recipe, backend: Backend) -> list[str]:
         for field in fields(asked)
         if field.name in PARAMS_KEYS and getattr(carried, field.name) not in (None, getattr(asked, field.name))
     ]
-
-
-def with_options(recipe: Recipe, options: dict) -> Recipe:
-    """`recipe` with the values of `options` whose keys are fields of its type (a backend's own params); lists
-    become tuples, as in a recipe read back from a file."""
-    names = {field.name for field in fields(recipe)}
-    chosen = {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
-    return replace(recipe, **{key: value for key, value in chosen.items() if key in names})

@@ -1,16 +1,24 @@
 """The onnxruntime backend (`quantize.backend: onnxruntime`): ONNX Runtime's own `quantize_dynamic` and
-`quantize_static` on the FP32 model's ONNX file (`pipeline.backends.onnxruntime_quantizer`). QAT is PyTorch's,
-exported, and layers are ranked through PyTorch's modules: both the eager backend's.
+`quantize_static` on the FP32 model's ONNX file (`pipeline.backends.onnxruntime_quantizer`, which holds its
+options). QAT is PyTorch's, exported, and layers are ranked through PyTorch's modules
+(`pipeline.backends.runtime_quantizer`).
 """
 
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.interface import Calibration
-from pipeline.backends.onnxruntime_quantizer import CALIBRATIONS, NO_CALIBRATION, dynamic_twin, quantize_static
+from pipeline.backends.onnxruntime_quantizer import (
+    CALIBRATIONS,
+    NO_CALIBRATION,
+    OnnxRuntimeDynamic,
+    OnnxRuntimeStatic,
+    dynamic_twin,
+    quantize_static,
+)
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
+from pipeline.backends.runtime_quantizer import RuntimeQuantizer
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE
@@ -24,7 +32,7 @@ QOPERATOR_NAMES = {"QGemm": "Gemm"}
 class OnnxRuntime(RuntimeQuantizer):
     name = "onnxruntime"
     requires = ("onnxruntime", "onnx")
-    section = "onnxruntime"
+    options = {"dynamic": OnnxRuntimeDynamic, "static": OnnxRuntimeStatic}
 
     def label(self) -> str:
         return f"onnxruntime (ONNX Runtime {version('onnxruntime')}'s quantizer)"
@@ -35,7 +43,7 @@ class OnnxRuntime(RuntimeQuantizer):
                 f"static.observer: {recipe.observer}: {NO_CALIBRATION[recipe.observer]}; use {', '.join(CALIBRATIONS)}"
             )
         quantizable = quantizable_op_types()
-        unknown = sorted(set(recipe.op_types or ()) - set(quantizable))
+        unknown = sorted(set(recipe.options.op_types or ()) - set(quantizable))
         if unknown:
             raise PipelineError(
                 f"onnxruntime.op_types: ONNX Runtime quantizes no op type {', '.join(unknown)}; it quantizes "
@@ -48,13 +56,14 @@ class OnnxRuntime(RuntimeQuantizer):
         nodes = onnx.load(str(static_folder / ONNX_FILE), load_external_data=False).graph.node
         # a QOperator file names its int8 ops QLinear<op> (QGemm for Gemm); a QDQ file keeps each op's own name
         present = {QOPERATOR_NAMES.get(node.op_type, node.op_type.removeprefix("QLinear")) for node in nodes}
-        return sorted(present & set(recipe.op_types or quantizable_op_types()) - moving_op_types())
+        return sorted(present & set(recipe.options.op_types or quantizable_op_types()) - moving_op_types())
 
     def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
         # not quantized: its weights stay FP32 and it adds no QDQ, but another quantized op's output it takes
         # still passes through int8 (QDQ quantizes each quantized op's output)
-        asked = recipe.op_types or quantizable_op_types()
-        return replace(recipe, op_types=tuple(name for name in asked if name != op_type))
+        asked = recipe.options.op_types or quantizable_op_types()
+        kept = tuple(name for name in asked if name != op_type)
+        return replace(recipe, options=replace(recipe.options, op_types=kept))
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         writers = {ONNX_FILE: dynamic_twin(fp32.onnx_file, recipe)}

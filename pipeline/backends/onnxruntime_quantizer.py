@@ -7,16 +7,40 @@ Static quantization is calibrated on the same images as PyTorch's, and keeps the
 
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
+from pipeline.backends.recipes import DynamicRecipe, Options, StaticRecipe
 from pipeline.formats.onnx import INPUT, label_onnx, onnx_nodes
 from pipeline.formats.variants import Writer
 from pipeline.optional import require
 from pipeline.safe_io import atomic_path
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeDynamic(Options):
+    """ONNX Runtime's quantize_dynamic options (the `onnxruntime` section): the onnxruntime backend's dynamic int8,
+    and the ONNX file of the PyTorch backends' dynamic variants, which it writes."""
+
+    section = "onnxruntime"
+    weight_type: str
+    reduce_range: bool
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeStatic(Options):
+    """ONNX Runtime's quantize_static options (the `onnxruntime` section)."""
+
+    section = "onnxruntime"
+    format: str
+    activation_type: str
+    weight_type: str
+    reduce_range: bool
+    op_types: tuple[str, ...] | None = None  # the ONNX op types quantized; None: every one ONNX Runtime can
+
 
 # ONNX Runtime's calibration for the observers of the same name (pipeline.backends.ranges defines percentile as
 # ONNX Runtime's Percentile does), and why it has none for the others.
@@ -46,6 +70,8 @@ def dynamic_twin(fp32_onnx: Path, recipe: DynamicRecipe) -> Writer:
     Gemm). ONNX Runtime would also quantize convolutions, into ConvInteger, which ran the CNN [64, 128] 6.6x
     slower than its FP32 graph (221 ms against 33 ms at batch 256)."""
 
+    options = recipe.options
+
     def write(settings: dict, path: Path) -> None:
         quantization = require("onnxruntime.quantization")
         with atomic_path(path) as temporary, preprocessed(fp32_onnx) as prepared:
@@ -54,8 +80,8 @@ def dynamic_twin(fp32_onnx: Path, recipe: DynamicRecipe) -> Writer:
                 temporary,
                 op_types_to_quantize=["MatMul", "Gemm"],
                 per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range,
-                weight_type=quant_type(quantization, recipe.weight_type),
+                reduce_range=options.reduce_range,
+                weight_type=quant_type(quantization, options.weight_type),
             )
             label_onnx(temporary, settings)
 
@@ -68,17 +94,18 @@ def quantize_static(
     """int8 weights and activations, ranges calibrated on the calibration images, in QDQ or QOperator format."""
     quantization = require("onnxruntime.quantization")
     formats = {"qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}
+    options = recipe.options
     with atomic_path(path) as temporary, preprocessed(fp32_onnx) as prepared:
         quantization.quantize_static(
             prepared,
             temporary,
             Batches(INPUT, calibration.images, calibration.batches),
-            quant_format=formats[recipe.format],
+            quant_format=formats[options.format],
             per_channel=recipe.per_channel,
-            reduce_range=recipe.reduce_range,
-            activation_type=quant_type(quantization, recipe.activation_type),
-            weight_type=quant_type(quantization, recipe.weight_type),
-            op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+            reduce_range=options.reduce_range,
+            activation_type=quant_type(quantization, options.activation_type),
+            weight_type=quant_type(quantization, options.weight_type),
+            op_types_to_quantize=list(options.op_types) if options.op_types else None,
             nodes_to_exclude=onnx_nodes(prepared, list(recipe.skip_layers), fp32_onnx),
             calibrate_method=quantization.CalibrationMethod[CALIBRATIONS[recipe.observer]],
             extra_options={"ActivationSymmetric": recipe.symmetric_activations, **calibration_options(recipe)},

@@ -1,16 +1,16 @@
 """The openvino backend (`quantize.backend: openvino`): NNCF, OpenVINO's quantizer, on the FP32 model's ONNX
 file: `compress_weights` for dynamic int8, `quantize` for static. QAT is PyTorch's, exported and then converted
-to OpenVINO's format, and layers are ranked through PyTorch's modules: both the eager backend's.
+to OpenVINO's format, and layers are ranked through PyTorch's modules (`pipeline.backends.runtime_quantizer`).
 """
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.backends.eager.backend import RuntimeQuantizer
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
+from pipeline.backends.recipes import DynamicRecipe, Options, StaticRecipe
+from pipeline.backends.runtime_quantizer import RuntimeQuantizer
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
@@ -26,10 +26,29 @@ from pipeline.optional import require
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "histogram": "HISTOGRAM"}
 
 
+@dataclass(frozen=True)
+class OpenVinoDynamic(Options):
+    """NNCF's weight compression (the `openvino` section): symmetric weights for the performance preset."""
+
+    section = "openvino"
+    preset: str
+
+
+@dataclass(frozen=True)
+class OpenVinoStatic(Options):
+    """NNCF's post-training quantization (the `openvino` section)."""
+
+    section = "openvino"
+    preset: str
+    model_type: str  # default | transformer (NNCF's ModelType.TRANSFORMER)
+    overflow_fix: str  # which weights take 7 bits (NNCF's OverflowFix)
+    ignored_types: tuple[str, ...] | None = None  # op types whose inputs NNCF leaves in FP32
+
+
 class OpenVino(RuntimeQuantizer):
     name = "openvino"
     requires = ("openvino", "nncf", "onnx")
-    section = "openvino"
+    options = {"dynamic": OpenVinoDynamic, "static": OpenVinoStatic}
     overrules = "NNCF gives each output channel of a weight its own scale; its preset decides activations' symmetry"
 
     def label(self) -> str:
@@ -37,7 +56,7 @@ class OpenVino(RuntimeQuantizer):
 
     def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
         # no ONNX file: OpenVINO's own format is the variant's only file
-        return replace(super().dynamic_recipe(recipe), per_channel=True, weight_type=None, reduce_range=None)
+        return replace(super().dynamic_recipe(recipe), per_channel=True)
 
     def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
         if recipe.observer not in RANGE_ESTIMATORS:
@@ -52,9 +71,8 @@ class OpenVino(RuntimeQuantizer):
         """int8 weights (a scale per output channel), activations in FP32: NNCF's weight compression, its weights
         symmetric as the `performance` preset makes them, or asymmetric for `mixed`."""
         nncf = require("nncf")
-        mode = (
-            nncf.CompressWeightsMode.INT8_SYM if recipe.preset == "performance" else nncf.CompressWeightsMode.INT8_ASYM
-        )
+        symmetric = recipe.options.preset == "performance"
+        mode = nncf.CompressWeightsMode.INT8_SYM if symmetric else nncf.CompressWeightsMode.INT8_ASYM
 
         def write(settings: dict, path: Path) -> None:
             save_openvino(nncf.compress_weights(read_openvino(fp32.onnx_file), mode=mode), settings, path)
@@ -66,7 +84,8 @@ class OpenVino(RuntimeQuantizer):
     ) -> None:
         """int8 weights and activations by NNCF's post-training quantization, calibrated on every image given."""
         nncf = require("nncf")
-        layers, types = list(recipe.skip_layers), list(recipe.ignored_types or ())
+        options = recipe.options
+        layers, types = list(recipe.skip_layers), list(options.ignored_types or ())
         # unknown layers and op types are named here, before NNCF's report
         onnx_nodes(fp32.onnx_file, layers, fp32.onnx_file)
         model = read_openvino(fp32.onnx_file)
@@ -78,13 +97,13 @@ class OpenVino(RuntimeQuantizer):
             int8 = nncf.quantize(
                 model,
                 nncf.Dataset(samples),
-                preset=nncf.QuantizationPreset(recipe.preset),
-                model_type=nncf.ModelType.TRANSFORMER if recipe.model_type == "transformer" else None,
+                preset=nncf.QuantizationPreset(options.preset),
+                model_type=nncf.ModelType.TRANSFORMER if options.model_type == "transformer" else None,
                 advanced_parameters=nncf.AdvancedQuantizationParameters(
                     activations_range_estimator_params=getattr(
                         nncf.quantization.range_estimator.RangeEstimatorParametersSet, RANGE_ESTIMATORS[recipe.observer]
                     ),
-                    overflow_fix=recipe.overflow_fix and nncf.OverflowFix(recipe.overflow_fix),  # None: NNCF's default
+                    overflow_fix=nncf.OverflowFix(options.overflow_fix),
                 ),
                 subset_size=len(samples),
                 ignored_scope=kept,
@@ -97,7 +116,8 @@ class OpenVino(RuntimeQuantizer):
         return fake_quantized_types(read_openvino(static_folder / OPENVINO_FILE))
 
     def with_float_op_type(self, recipe: StaticRecipe, op_type: str) -> StaticRecipe:
-        return replace(recipe, ignored_types=(*(recipe.ignored_types or ()), op_type))
+        ignored = (*(recipe.options.ignored_types or ()), op_type)
+        return replace(recipe, options=replace(recipe.options, ignored_types=ignored))
 
     qat_writers = {OPENVINO_FILE: openvino_writer(ONNX_FILE)}
 

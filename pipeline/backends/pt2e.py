@@ -36,7 +36,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 from pipeline.backends.eager.modules import calibrate
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.observers import observer_options, range_searches
-from pipeline.backends.onnxruntime_quantizer import dynamic_twin
+from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
@@ -238,6 +238,7 @@ class Pt2eConversion:
 class Pt2e(Backend):
     name = "pt2e"
     requires = ("torchao",)
+    options = {"dynamic": OnnxRuntimeDynamic}  # its dynamic variant's ONNX file is ONNX Runtime's dynamic int8
     overrules = "Inductor fuses every op with its quantize/dequantize pair, and lowers only per-channel weights"
 
     def label(self) -> str:

@@ -18,7 +18,7 @@ will be made symmetric about zero (symmetric activations), so the search is on m
 import numpy as np
 import torch
 
-from pipeline.measure.affine import qparams, quantize
+from pipeline.affine import qparams, quantize
 
 ENTROPY_BINS = 2048
 ENTROPY_LEVELS = 128
@@ -91,7 +91,7 @@ def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def mse_range(counts: np.ndarray, low: float, high: float, quant_min: int, quant_max: int, symmetric: bool):
     """The range, each end shrunk towards zero in MSE_STEPS steps (both ends alike if symmetric), whose quantization
-    grid (PyTorch's scale and zero point for it, `pipeline.measure.affine`) gives the least squared error over the
+    grid (PyTorch's scale and zero point for it, `pipeline.affine`) gives the least squared error over the
     histogram. All candidates are quantized at once, one per row, as a per-channel tensor."""
     width = (high - low) / len(counts)
     values = torch.tensor(low + width * (np.arange(len(counts)) + 0.5), dtype=torch.float32)

@@ -1,15 +1,17 @@
-"""The backends by name (`quantize.backend`), and the recipes params.yaml asks of them.
+"""The backends by name (`quantize.backend`), the recipes params.yaml asks of them, and recipes read back from files.
 
-Adding a backend: a module under `pipeline/backends/` with a `Backend` subclass, and a line in `BACKENDS`. Each
-recipe reads only the params.yaml keys of its own method, and the backend's own section where it has one.
+Adding a backend: a module under `pipeline/backends/` with a `Backend` subclass (and, where it has options of its
+own, an `Options` type per method, named in its `options`), and a line in `BACKENDS`. Each recipe reads only the
+params.yaml keys of its own method, and the backend's own section where it has one.
 """
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import typer
 
-from pipeline.backends.interface import Backend, overruled, with_options
-from pipeline.backends.recipes import DynamicRecipe, QatRecipe, Recipe, StaticRecipe
+from pipeline.backends.interface import Backend, overruled
+from pipeline.backends.recipes import DynamicRecipe, QatRecipe, Recipe, StaticRecipe, typed_recipe
+from pipeline.errors import PipelineError
 from pipeline.optional import require
 from pipeline.params import Params
 
@@ -54,20 +56,26 @@ def backend_named(name: str) -> Backend:
     return backend
 
 
+def recipe_from(settings: dict, source: object) -> Recipe:
+    """The typed recipe a model file recorded, with the options of the backend that made it; `source` names the file
+    in the error."""
+    name = settings.get("backend")
+    if name not in BACKENDS:
+        raise PipelineError(f"{source}: records a recipe of a backend this pipeline does not know ({settings})")
+    return typed_recipe(settings, BACKENDS[name]().options.get(settings.get("method")), source)
+
+
 def asked_dynamic(params: Params) -> DynamicRecipe:
-    onnxruntime = params.onnxruntime
-    quantize = params.quantize
-    return DynamicRecipe(
-        quantize.backend, params.engine, quantize.per_channel, onnxruntime.weight_type, onnxruntime.reduce_range
-    )
+    return DynamicRecipe(params.quantize.backend, params.engine, params.quantize.per_channel)
 
 
-def conversion_recipe(params: Params) -> StaticRecipe:
-    """The static recipe without the layers kept in FP32: what sensitivity ranks layers with."""
+def conversion_recipe(params: Params, backend: str | None = None) -> StaticRecipe:
+    """The static recipe without the layers kept in FP32 (what sensitivity ranks layers with), for `backend`
+    (default quantize.backend)."""
     static = params.static
     percentile = static.percentile  # read whatever the observer: dvc.yaml lists the key for when it is percentile
     return StaticRecipe(
-        params.quantize.backend,
+        backend or params.quantize.backend,
         params.engine,
         static.fuse,
         static.observer,
@@ -90,14 +98,12 @@ ASKED = {"dynamic": asked_dynamic, "static": asked_static, "qat": asked_qat}
 
 
 def planned(params: Params, method: str) -> tuple[Backend, Recipe]:
-    """quantize.backend, and the recipe of `method` as that backend carries it out; a line on stderr says each
-    params key it overrules. A recipe it cannot carry out stops here, before any work, in one line naming the key."""
+    """quantize.backend, and the recipe of `method` as that backend carries it out, with the backend's own options
+    from its params.yaml section; a line on stderr says each params key it overrules. A recipe it cannot carry out
+    stops here, before any work, in one line naming the key."""
     backend = backend_named(params.quantize.backend)
-    asked = ASKED[method](params)
-    if backend.section is not None:
-        section = getattr(params, backend.section)
-        own = {field.name for field in fields(asked)} & set(type(section).model_fields)
-        asked = with_options(asked, {name: getattr(section, name) for name in sorted(own)})
+    options = backend.options.get(method)
+    asked = replace(ASKED[method](params), options=options.from_params(params) if options else None)
     carried = {"dynamic": backend.dynamic_recipe, "static": backend.static_recipe, "qat": backend.qat_recipe}[method]
     recipe = carried(asked)
     for line in overruled(asked, recipe, backend):

@@ -46,7 +46,7 @@ def read_fp32(location: Path) -> Fp32Model:
     """The FP32 model at `location` (its folder or its model file); an int8 model there is refused by name."""
     path = model_file(location)
     exported = is_exported(path)
-    module, settings = read_exported(path) if exported else read_checkpoint(path)
+    module, settings = read_archive_module(path) if exported else read_weights_file(path)
     require_kind(settings, "fp32", path)
     # An exported graph stays as it was exported; a module is built and put in eval mode.
     module = module if exported else load_weights(build, module, path)
@@ -62,7 +62,7 @@ def require_kind(settings: dict, expect: str, path: Path) -> None:
         )
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict]:
+def read_weights_file(path: Path) -> tuple[dict, dict]:
     """An eager model file's contents, checked to hold kind, arch and state dict, and its settings."""
     checkpoint = load_torch(path)
     kind, arch = checkpoint.get("kind"), checkpoint.get("arch")
@@ -83,7 +83,7 @@ def load_weights(make, checkpoint: dict, path: Path) -> nn.Module:
     return model.eval()
 
 
-def read_exported(path: Path) -> tuple[nn.Module, dict]:
+def read_archive_module(path: Path) -> tuple[nn.Module, dict]:
     """A torch.export archive this pipeline wrote, as a module, and its settings."""
     program, settings = load_archive(path)
     if settings is None:

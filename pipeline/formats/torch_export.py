@@ -11,6 +11,9 @@ an archive is never handed to torch as it came:
    and nothing else (a second member of the same name, say, is gone).
 3. torch loads that archive with every `torch.load` forced to `weights_only=True` (TORCH_FORCE_WEIGHTS_ONLY_LOAD):
    should a way past the checks above exist, the load fails instead of running code.
+
+An int8 graph of torchao's (pt2e) names ops that torchao registers, and runs fast only with the Inductor passes it
+registers: both are registered before such an archive is loaded, from the names its graph holds.
 """
 
 import io
@@ -167,11 +170,30 @@ def weights_only_loads():
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
+QUANTIZED_OPS = (b"quantized_decomposed.", b"torchao.")  # namespaces of the ops in torchao's int8 graphs
+
+
+def holds_quantized_ops(archive: io.BytesIO) -> bool:
+    """Whether a graph of the archive names an op of torchao's int8 graphs."""
+    with zipfile.ZipFile(archive) as opened:
+        graphs = [name for name in opened.namelist() if MODEL_JSON.search(name)]
+        return any(op in opened.read(name) for name in graphs for op in QUANTIZED_OPS)
+
+
+def register_quantized_ops() -> None:
+    """torchao's int8 ops, and the Inductor passes that fuse each quantize/dequantize pair with its op into one
+    int8 kernel (registered when X86InductorQuantizer's module is imported; seconds, so only where needed)."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+
 def load_archive(path: Path) -> tuple[torch.export.ExportedProgram, dict | None]:
     """The program, and the settings this pipeline wrote into it (None for an archive made elsewhere)."""
     if not path.is_file():
         raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
     archive = rebuilt(path)
+    if holds_quantized_ops(archive):
+        register_quantized_ops()
+    archive.seek(0)
     extra = {SETTINGS_ENTRY: ""}
     try:
         with weights_only_loads():

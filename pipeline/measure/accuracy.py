@@ -1,10 +1,10 @@
 """How well a model classifies, and how closely an int8 model follows its FP32 original."""
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
+
+from pipeline.affine import sqnr_db
 
 
 @torch.inference_mode()
@@ -25,13 +25,6 @@ def per_class_accuracy(confusion: torch.Tensor) -> dict[str, float]:
 def agreement(predicted: torch.Tensor, reference: torch.Tensor) -> float:
     """Share of images where two models predict the same class."""
     return (predicted == reference).sum().item() / len(predicted)
-
-
-def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB: 10 log10(|reference|^2 / |reference - approximation|^2)."""
-    noise = (reference - approximation).double().pow(2).sum().item()
-    signal = reference.double().pow(2).sum().item()
-    return round(10 * math.log10(signal / max(noise, 1e-300)), 2)
 
 
 def score(model_logits: torch.Tensor, labels: torch.Tensor, reference_logits: torch.Tensor | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Inside a static int8 model (torch.ao's eager modules), layer by layer, every number recomputed from scratch.
 
 For each quantized layer: the FP32 weight range and PyTorch's weight scale(s), zero point(s) and int8 values
-beside the same numbers from `pipeline.measure.affine`; and the output range seen on the calibration images with its
+beside the same numbers from `pipeline.affine`; and the output range seen on the calibration images with its
 scale and zero point. Activations are recomputed for the minmax and moving-average observers, whose rules are
 arithmetic; the histogram observer searches for a range instead, so its activations are reported, not recomputed.
 """
@@ -9,10 +9,17 @@ arithmetic; the histogram observer searches for a range instead, so its activati
 import torch
 from torch import nn
 
-from pipeline.backends.eager.modules import float_twin, float_weight, quantize_static, recipe_qconfig, use_engine
+from pipeline.affine import moving_average, qparams, quantize
+from pipeline.backends.eager.modules import (
+    activation_quant_max,
+    float_twin,
+    float_weight,
+    quantize_static,
+    recipe_qconfig,
+    use_engine,
+)
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import StaticRecipe
-from pipeline.measure.affine import moving_average, qparams, quantize
 
 HISTOGRAM_BINS = 40
 DIFFERENCES = (
@@ -38,7 +45,7 @@ def recompute(fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -
         name: observed_range(per_batch, observer, observer_calls(fused_modules[name]))
         for name, per_batch in batch_ranges(fused, ["quant", *layers], images, batches).items()
     }
-    q_max = 127 if recipe.engine in ("x86", "fbgemm") else 255
+    q_max = activation_quant_max(recipe.engine)
     arithmetic = observer in ("minmax", "moving_average_minmax")  # the histogram observer searches; not recomputed
     symmetric = recipe.symmetric_activations
     rows = [{"layer": "quant (input)", **activation_row(ranges["quant"], int8.quant, q_max, arithmetic, symmetric)}]

@@ -8,8 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.backends.eager.modules import use_engine
 from pipeline.backends.interface import Backend, Calibration
-from pipeline.backends.recipes import Recipe, StaticRecipe, recipe_from
+from pipeline.backends.loading import load_module
+from pipeline.backends.recipes import Recipe, StaticRecipe
+from pipeline.backends.registry import recipe_from
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import (
@@ -19,16 +22,17 @@ from pipeline.formats.files import (
     is_exported,
     is_torchscript,
     runtime_files,
+    runtime_of,
 )
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import holds_qdq_only
 from pipeline.formats.torchscript import load_deployable
-from pipeline.formats.variants import read_model, read_settings
+from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.accuracy import agreement, change_interval, logits, score
-from pipeline.measure.latency import best_of, compiled_forms
+from pipeline.measure.latency import best_of, compiled, compiled_forms
 from pipeline.measure.sizes import measure_size
 from pipeline.optional import missing
-from pipeline.runtimes import RUNTIMES, onnxruntime_runnable, runtime_forms
+from pipeline.runtimes import MAKERS, RUNTIMES, onnxruntime_runnable, runtime_forms
 from pipeline.safe_io import save_json
 
 
@@ -54,7 +58,7 @@ def load_variant(folder: Path, threads: int, probe: torch.Tensor) -> Variant:
     forms, left_out = runtime_forms(folder, threads)
     model, settings, preferred = None, None, None
     if holds_pytorch_model(folder):
-        model, settings = read_model(folder)
+        model, settings = load_module(folder)
         deployable = deployable_path(folder)
         if is_torchscript(deployable):
             load_deployable(deployable)
@@ -63,7 +67,7 @@ def load_variant(folder: Path, threads: int, probe: torch.Tensor) -> Variant:
         preferred = "compiled" if is_exported(deployable) else "eager"
         forms = {**pytorch, **forms}
     elif forms:
-        settings = read_settings(folder)
+        settings = read_runtime_settings(folder)
     for form, run in list(forms.items()):
         failure = failing(run, [probe, probe[:1], probe[:2]] if form in RUNTIMES else [probe])
         if failure is not None:
@@ -81,10 +85,23 @@ def accuracy_of(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> flo
     uncompiled, as `sensitivity` scores it: the same int8 arithmetic, computed in FP32, without a compile per draw
     (evaluate scores it compiled; on 2,000 test images of the default ViT both scored 88.30%)."""
     if holds_pytorch_model(folder):
-        model = read_model(folder)[0]
+        model = load_module(folder)[0]
     else:
         model = load_variant(folder, torch.get_num_threads(), images[:2]).scored
     return model_accuracy(model, images, labels)
+
+
+def deployable_runnable(deployable: Path, engine: str | None) -> Callable:
+    """What runs a deployable file as a deployment does: its runtime, torch.compile for a torch.export archive, else
+    TorchScript, its int8 weights packed for `engine` (the input contract's)."""
+    runtime = runtime_of(deployable)
+    if runtime is not None:
+        return MAKERS[runtime](deployable, torch.get_num_threads())
+    if is_exported(deployable):
+        return compiled(load_module(deployable)[0])
+    if engine is not None:
+        use_engine(engine)
+    return load_deployable(deployable)
 
 
 def model_accuracy(model: Callable, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -19,7 +19,7 @@ from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import draw_calibration, load_split, read_info
 from pipeline.formats.fp32 import read_fp32, require_kind
-from pipeline.formats.variants import read_settings
+from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
@@ -43,7 +43,7 @@ def command(
     """Calibrate static int8 again on other subsets of the training split, and measure the spread."""
     params = load_params(params_file)
     calibration = params.calibration
-    settings = read_settings(static_folder)
+    settings = read_runtime_settings(static_folder)
     require_kind(settings, "int8", static_folder)
     recipe, data = recipe_of(settings, static_folder), read_info(data_dir)
     backend, fp32 = backend_of(recipe), read_fp32(fp32_folder)

@@ -12,7 +12,7 @@ import typer
 
 from pipeline.backends.eager.modules import has_eager_twin
 from pipeline.backends.interface import Calibration
-from pipeline.backends.recipes import StaticRecipe
+from pipeline.backends.registry import conversion_recipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.layers import DIFFERENCES, recompute
@@ -40,22 +40,13 @@ def command(
 ) -> None:
     """Recompute every layer's scales, zero points and int8 weights from scratch, and compare with PyTorch's."""
     params = load_params(params_file)
-    settings = params.static
     fp32 = read_fp32(fp32_file).module
     if not has_eager_twin(fp32):
         write_not_applicable(f"{type(fp32).__name__} has no eager int8 twin whose modules hold the numbers")
         return
     # The static recipe of params.yaml through torch.ao, whichever backend made models/int8_static: its modules
     # hold every scale and int8 weight as a tensor to compare with.
-    recipe = StaticRecipe(
-        "eager",
-        params.engine,
-        settings.fuse,
-        settings.observer,
-        params.quantize.per_channel,
-        settings.symmetric_activations,
-        percentile=settings.percentile,
-    )
+    recipe = conversion_recipe(params, backend="eager")
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
     rows, histograms, summary = recompute(fp32, recipe, calibration)
     save_json(rows, LAYERS_FILE)

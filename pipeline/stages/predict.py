@@ -14,16 +14,12 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.backends.eager.modules import use_engine
 from pipeline.data.decode import IMAGE_SUFFIXES, read_image
 from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.errors import PipelineError
-from pipeline.formats.files import deployable_path, is_exported, runtime_of
+from pipeline.formats.files import deployable_path
 from pipeline.formats.input_contract import contract_path, read_contract
-from pipeline.formats.torchscript import load_deployable
-from pipeline.formats.variants import read_model
-from pipeline.measure.latency import compiled
-from pipeline.runtimes import MAKERS
+from pipeline.measure.variants import deployable_runnable
 from pipeline.safe_io import first_line
 
 BATCH = 256
@@ -42,18 +38,6 @@ def image_paths(targets: list[Path]) -> list[Path]:
     if not paths:
         raise PipelineError(f"no PNG or JPEG image in {', '.join(str(target) for target in targets)}")
     return paths
-
-
-def load_runnable(deployable: Path, engine: str | None):
-    """What runs the deployable file: its runtime, torch.compile for a torch.export archive, else TorchScript."""
-    runtime = runtime_of(deployable)
-    if runtime is not None:
-        return MAKERS[runtime](deployable, torch.get_num_threads())
-    if is_exported(deployable):
-        return compiled(read_model(deployable)[0])
-    if engine is not None:
-        use_engine(engine)  # eager int8 weights are packed for this engine's kernels
-    return load_deployable(deployable)
 
 
 def probabilities(runnable, inputs: torch.Tensor, data: DataInfo, deployable: Path) -> torch.Tensor:
@@ -91,7 +75,7 @@ def command(
         raise PipelineError(f"{model}: no such model file or folder")
     deployable = deployable_path(model)
     data, engine = read_contract(deployable)
-    runnable = load_runnable(deployable, engine)
+    runnable = deployable_runnable(deployable, engine)
     paths = image_paths(images)
     for start in range(0, len(paths), BATCH):
         batch = paths[start : start + BATCH]

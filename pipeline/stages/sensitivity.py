@@ -26,7 +26,7 @@ from pipeline.backends.recipes import StaticRecipe
 from pipeline.backends.registry import backend_named, backend_of, conversion_recipe
 from pipeline.data.prepared import DataInfo, load_split, read_info
 from pipeline.formats.fp32 import Fp32Model, read_fp32, require_kind
-from pipeline.formats.variants import read_settings
+from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.models.architectures import accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
@@ -91,7 +91,7 @@ def command(
 ) -> None:
     """Rank the layers, and a runtime's op types, by the accuracy they lose in int8."""
     params = load_params(params_file)
-    static = read_settings(static_folder)  # read before any work: op types are ranked with its recipe
+    static = read_runtime_settings(static_folder)  # read before any work: op types are ranked with its recipe
     require_kind(static, "int8", static_folder)
     fp32 = read_fp32(model_file)
     calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)

@@ -2,21 +2,21 @@
 TorchScript (`model.ts`); its ONNX file is the TorchScript exporter's QDQ graph, or for dynamic int8, which no
 exporter writes, ONNX Runtime's dynamic int8 of the FP32 graph.
 
-The runtimes' backends take its QAT and its layer search: both fine-tune or convert PyTorch modules.
+The runtimes' backends compose it for QAT and for the layer search (`pipeline.backends.runtime_quantizer`): both
+fine-tune or convert PyTorch modules.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pipeline.affine import sqnr_db
 from pipeline.backends.eager.modules import (
     convert_qat,
     float_twin,
     float_weight,
     freeze_qat,
-    has_eager_twin,
     prepare_qat,
     quantizable_layers,
     quantize_dynamic,
@@ -27,14 +27,12 @@ from pipeline.backends.eager.modules import (
     use_engine,
 )
 from pipeline.backends.interface import Backend, Calibration
-from pipeline.backends.onnxruntime_quantizer import dynamic_twin
+from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
-from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import eager_writers, int8_settings, onnx_writer, save_variant
-from pipeline.measure.accuracy import sqnr_db
 
 
 class EagerConversion:
@@ -86,6 +84,7 @@ def layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor) -> d
 class Eager(Backend):
     name = "eager"
     uses_engine = True
+    options = {"dynamic": OnnxRuntimeDynamic}  # its dynamic variant's ONNX file is ONNX Runtime's dynamic int8
 
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         require_modules(fp32.module)
@@ -125,55 +124,3 @@ class Eager(Backend):
         of an existing file's name writes that file instead)."""
         writers = {**eager_writers(int8, fp32.arch), ONNX_FILE: onnx_writer(int8, fp32.arch), **(extra or {})}
         save_variant(folder, data, int8_settings(fp32.arch, recipe), writers, TORCHSCRIPT_FILE, recipe.engine)
-
-
-class RuntimeQuantizer(Eager):
-    """A runtime's own quantizer on the FP32 model's ONNX file, for dynamic and static int8. Its variants run on
-    the runtime's kernels, which fuse layers themselves. QAT and the ranking of layers, which the runtimes'
-    quantizers do not do, are PyTorch's: eager's where the model has a quantizable twin, else pt2e's."""
-
-    uses_engine = False  # its QAT variant's TorchScript file still records PyTorch's engine, in its own recipe
-    qat_writers: dict = {}  # files its QAT variant holds besides PyTorch's (OpenVINO's own format)
-
-    def pytorch(self, model: nn.Module) -> Backend:
-        """PyTorch's backend for `model` (an FP32 model, or one prepared for QAT): pt2e quantizes any graph."""
-        if has_eager_twin(model):
-            return Eager()
-        from pipeline.backends.pt2e import Pt2e  # torchao takes seconds to import: only where it is used
-
-        return Pt2e()
-
-    def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration):
-        return self.pytorch(model).conversion(model, recipe, calibration)
-
-    def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
-        return self.pytorch(fp32.module).prepare_qat(fp32, recipe)
-
-    def freeze_qat(self, prepared: nn.Module) -> None:
-        self.pytorch(prepared).freeze_qat(prepared)
-
-    def save_qat(self, prepared: nn.Module, fp32: Fp32Model, recipe: QatRecipe, folder: Path, data: DataInfo) -> None:
-        pytorch = self.pytorch(fp32.module)
-        int8 = pytorch.converted_qat(prepared)
-        pytorch.save(int8, fp32, pytorch.qat_recipe(recipe), folder, data, self.qat_writers)
-
-    def static_module(self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration) -> None:
-        return None
-
-    def fusion_counterpart(self, fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> None:
-        return None
-
-    def kernels(self) -> str:
-        return "none (the runtime's own kernels)"
-
-    def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
-        return replace(recipe, engine=self.name)
-
-    def static_recipe(self, recipe: StaticRecipe) -> StaticRecipe:
-        """Converted once, by the runtime: no search for the layers to keep in FP32."""
-        if recipe.max_accuracy_drop is not None:
-            raise PipelineError(
-                f"static.max_accuracy_drop: searched with the eager and pt2e backends only; with {self.name}, name "
-                "the layers to keep in FP32 in static.skip_layers (reports/sensitivity.json ranks them)"
-            )
-        return replace(recipe, engine=self.name, fused=None)

@@ -35,17 +35,21 @@ def quantize_dynamic(model: nn.Module, per_channel: bool = False) -> nn.Module:
     return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
 
 
+def activation_quant_max(engine: str) -> int:
+    """The largest activation integer for the engine. x86/fbgemm kernels can overflow their 16-bit intermediate sums
+    on CPUs without VNNI; 7-bit activations (quant_max 127) avoid it, as PyTorch's own default qconfig for these
+    engines does."""
+    return 127 if engine in ("x86", "fbgemm") else 255
+
+
 def static_qconfig(
     observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False, percentile: float | None = None
 ) -> tq.QConfig:
-    # x86/fbgemm kernels can overflow their 16-bit intermediate sums on CPUs without VNNI; 7-bit activations
-    # (quant_max 127) avoid it, as PyTorch's own default qconfig for these engines does.
-    activation_max = 127 if engine in ("x86", "fbgemm") else 255
     activation = ACTIVATION_OBSERVERS[observer].with_args(
         dtype=torch.quint8,
         qscheme=torch.per_tensor_symmetric if symmetric_activations else torch.per_tensor_affine,
         quant_min=0,
-        quant_max=activation_max,
+        quant_max=activation_quant_max(engine),
         **observer_options(observer, percentile),
     )
     if per_channel:

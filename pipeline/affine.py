@@ -9,7 +9,12 @@ of the range rounded down, (q_min + q_max) // 2, which PyTorch uses whenever the
 A moving-average observer takes the first batch's min and max, then moves each 1% of the way to every later
 batch's: m = m + 0.01 (m_batch - m).
 Arithmetic is in float32, as in PyTorch's observers and kernels, so the results match them bit for bit.
+What quantization loses is measured as the signal-to-quantization-noise ratio (`sqnr_db`).
+
+Plain math on tensors, below every layer: the backends' range searches and the measurements both use it.
 """
+
+import math
 
 import torch
 
@@ -59,3 +64,10 @@ def quantize(
     return torch.clamp(
         torch.round(x * inverse) + zero_point.reshape(shape if scale.numel() > 1 else ()), q_min, q_max
     ).to(torch.int64)
+
+
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(|reference|^2 / |reference - approximation|^2)."""
+    noise = (reference - approximation).double().pow(2).sum().item()
+    signal = reference.double().pow(2).sum().item()
+    return round(10 * math.log10(signal / max(noise, 1e-300)), 2)
