@@ -5,9 +5,9 @@ import hashlib
 
 import pytest
 
+from pipeline.data.fetch import fetch_dataset
 from pipeline.data.published import SPLIT_FILES, DataFile, Dataset
 from pipeline.errors import PipelineError
-from pipeline.stages.download import fetch_dataset
 
 FILE_NAMES = [name for pair in SPLIT_FILES.values() for name in pair]
 

@@ -16,8 +16,8 @@ import pytest
 from pipeline import safe_io
 from pipeline.__main__ import app
 from pipeline.backends.loading import load_module
+from pipeline.data.fetch import fetch_dataset
 from pipeline.data.published import DataFile, Dataset
-from pipeline.stages.download import fetch_dataset
 from tests.conftest import ROOT, CliRunner, tiny_params, write_params
 
 STALL_SECONDS = 20  # the stalled server gives up by itself, so no test can hang on it
@@ -101,7 +101,7 @@ FETCH = """
 import sys
 from pathlib import Path
 from pipeline.data.published import DataFile, Dataset
-from pipeline.stages.download import fetch_dataset
+from pipeline.data.fetch import fetch_dataset
 dataset = Dataset("s", (DataFile("train-images-idx3-ubyte.gz", "0" * 32),), (sys.argv[1],))
 fetch_dataset(dataset, Path(sys.argv[2]), None, False)
 """

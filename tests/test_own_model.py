@@ -16,8 +16,8 @@ from pipeline.__main__ import STAGES
 from pipeline.data.prepared import DataInfo, load_split, model_inputs
 from pipeline.formats.files import deployable_path
 from pipeline.formats.input_contract import read_contract
+from pipeline.measure.variants import deployable_runnable
 from pipeline.models.training import fit
-from pipeline.stages.predict import load_runnable
 from tests.conftest import colour_images, write_image_folder, write_params
 from tests.test_cli import Exploit, assert_clean_failure, run
 from tests.test_own_data import own_params
@@ -188,7 +188,7 @@ def test_predict_feeds_the_deployable_as_evaluation_does(exported_repo):
     data, engine = read_contract(deployable)
     images, labels = load_split(exported_repo / "data/prepared/test.pt")
     with torch.inference_mode():
-        expected = load_runnable(deployable, engine)(images).argmax(1)
+        expected = deployable_runnable(deployable, engine)(images).argmax(1)
     assert [name for _, name, _ in rows] == [data.classes[label] for label in expected]
     assert sum(name == data.classes[label] for (_, name, _), label in zip(rows, labels)) / len(rows) > 0.8
     assert all(1 / 3 <= probability <= 1 for _, _, probability in rows)
