@@ -40,14 +40,18 @@ def plot_training(history: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
-def plot_accuracy_vs_size(variants: list[dict], path: Path) -> None:
+def plot_accuracy_vs_size(variants: list[dict], changes: list[dict], path: Path) -> None:
+    """Each model's accuracy against its file size; each int8 variant's bar is the 95% interval of its change from
+    FP32 (`changes`, in points), drawn from FP32's accuracy."""
     figure, axis = plt.subplots(figsize=(5.5, 4))
+    fp32 = next(row["accuracy"] * 100 for row in variants if row["variant"] == "fp32")
+    intervals = {row["variant"]: (fp32 + row["low"], fp32 + row["high"]) for row in changes}
     for row, marker in zip(variants, "os^Dv*"):  # distinct markers: int8 variants often sit on top of each other
         points = axis.scatter(
             row["size_kb"], row["accuracy"] * 100, s=70, marker=marker, alpha=0.8, label=row["variant"]
         )
-        if "accuracy_low" in row:  # the 95% interval of its change from FP32, drawn from FP32's accuracy
-            low, high = row["accuracy_low"] * 100, row["accuracy_high"] * 100
+        if row["variant"] in intervals:
+            low, high = intervals[row["variant"]]
             color = points.get_facecolor()[0]
             axis.errorbar(row["size_kb"], (low + high) / 2, yerr=(high - low) / 2, color=color, capsize=4, alpha=0.6)
     axis.legend()

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pipeline.__main__ import app
+from pipeline.measure.summary import kernels_line
 from pipeline.paths import VARIANTS
 from pipeline.safe_io import load_json
-from pipeline.stages.report import kernels_line
 from tests.conftest import CliRunner, tiny_params, write_params
 
 

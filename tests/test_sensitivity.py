@@ -15,10 +15,10 @@ from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import backend_named, conversion_recipe
 from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
+from pipeline.measure.sensitivity import layer_sensitivity
 from pipeline.models.architectures import accuracy
 from pipeline.params import Params
 from pipeline.safe_io import load_json
-from pipeline.stages.sensitivity import layer_sensitivity
 from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, write_params
 from tests.test_cli import run
 

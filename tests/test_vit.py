@@ -148,7 +148,7 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     from pipeline.backends.registry import backend_named
     from pipeline.data.prepared import load_split, read_info
     from pipeline.formats.fp32 import read_fp32
-    from pipeline.stages.sensitivity import op_type_sensitivity
+    from pipeline.measure.sensitivity import op_type_sensitivity
 
     fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
     options = {

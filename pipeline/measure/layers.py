@@ -32,8 +32,8 @@ DIFFERENCES = (
 
 
 def recompute(fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> tuple[list, list, dict]:
-    """Rows per layer (PyTorch's numbers beside the recomputed ones), weight histograms (FP32 and int8), and the
-    largest difference of each kind."""
+    """Rows per quantized layer (PyTorch's numbers beside the recomputed ones), weight histograms (FP32 and int8), and
+    the largest difference of each kind, with the model input's quantization (range, scale and zero point)."""
     use_engine(recipe.engine)
     images, batches = calibration.images, calibration.batches
     int8 = quantize_static(fp32, recipe_qconfig(recipe), images, batches, recipe.fused)
@@ -48,8 +48,8 @@ def recompute(fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -
     q_max = activation_quant_max(recipe.engine)
     arithmetic = observer in ("minmax", "moving_average_minmax")  # the histogram observer searches; not recomputed
     symmetric = recipe.symmetric_activations
-    rows = [{"layer": "quant (input)", **activation_row(ranges["quant"], int8.quant, q_max, arithmetic, symmetric)}]
-    histograms = []
+    model_input = activation_row(ranges["quant"], int8.quant, q_max, arithmetic, symmetric)
+    rows, histograms = [], []
     for name, module in layers.items():
         weight = float_weight(fused_modules[name])
         rows.append(
@@ -59,10 +59,15 @@ def recompute(fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -
             }
         )
         histograms += histogram_rows(name, weight, module.weight())
+    checked = [model_input, *rows]
     summary = {
-        key: max(row[key] for row in rows if key in row) for key in DIFFERENCES if any(key in row for row in rows)
+        key: max(row[key] for row in checked if key in row) for key in DIFFERENCES if any(key in row for row in checked)
     }
-    return rows, histograms, {"layers": len(layers), "activations_recomputed": arithmetic, **summary}
+    return (
+        rows,
+        histograms,
+        {"layers": len(layers), "activations_recomputed": arithmetic, **summary, "input": model_input},
+    )
 
 
 def quantized_layers(int8: nn.Module) -> dict[str, nn.Module]:

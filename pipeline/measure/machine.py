@@ -15,21 +15,37 @@ from pipeline.runtimes import RUNTIMES
 
 def environment(threads: int, backend: Backend) -> dict:
     """What the int8 variants were made with and measured on: backend, packages, CPU, threads."""
-    cpu = cpu_info()
     return {
         "backend": backend.name,
         "backend_label": backend.label(),
-        "torch": torch.__version__,
         "torchao": version("torchao") if "torchao" in backend.requires else "not used",
-        **{runtime: "not installed" if missing(runtime) else version(runtime) for runtime in RUNTIMES},
         "nncf": version("nncf") if "nncf" in backend.requires else "not used",
         "quantized_engine": backend.kernels(),
+        **machine(threads),
+    }
+
+
+def machine(threads: int) -> dict:
+    """The CPU, the thread count, and the versions of torch and of every runtime (or why one is not there)."""
+    cpu = cpu_info()
+    return {
+        "torch": torch.__version__,
+        **{runtime: "not installed" if missing(runtime) else version(runtime) for runtime in RUNTIMES},
         "cpu_model": cpu_model(cpu),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": " ".join(cpu_flags(cpu)),
         "processor": platform.machine(),
         "threads": threads,
     }
+
+
+def machine_line(environment: dict) -> str:
+    """The CPU, threads, torch and runtimes a measurement ran on, from `machine`'s record of them."""
+    runtimes = ", ".join(f"{name} {environment.get(name, 'not recorded')}" for name in RUNTIMES)
+    return (
+        f"{environment['cpu_model']} ({environment['cpu_flags'] or 'no AVX2, AVX-512 or VNNI flags'}), "
+        f"{environment['threads']} thread(s), torch {environment['torch']}, {runtimes}"
+    )
 
 
 def cuda_latency(model: nn.Module, images: torch.Tensor, settings: EvaluateParams) -> dict | str:

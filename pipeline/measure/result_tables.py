@@ -15,7 +15,8 @@ from pathlib import Path
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline.errors import PipelineError
-from pipeline.markdown import change_cell, machine_line, table
+from pipeline.markdown import change_cell, table
+from pipeline.measure.machine import machine_line
 from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE
 
 SETS_FILE = Path("docs/results.yaml")

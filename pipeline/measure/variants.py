@@ -32,6 +32,7 @@ from pipeline.measure.accuracy import agreement, change_interval, logits, score
 from pipeline.measure.latency import best_of, compiled, compiled_forms
 from pipeline.measure.sizes import measure_size
 from pipeline.optional import missing
+from pipeline.paths import CHANGES_PLOT, CONFUSION_PLOTS, LATENCY_PLOT, VARIANTS_PLOT
 from pipeline.runtimes import MAKERS, RUNTIMES, onnxruntime_runnable, runtime_forms
 from pipeline.safe_io import save_json
 
@@ -239,24 +240,26 @@ def verdict(interval: list[float]) -> str:
     return "loses accuracy" if high < 0 else "gains accuracy" if low > 0 else "no measurable change"
 
 
-def interval(result: dict) -> list[float]:
-    """An int8 variant's accuracy change interval; none for FP32."""
-    return result["vs_fp32"]["accuracy_change_ci95"] if "vs_fp32" in result else []
-
-
-def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
-    """Rows for DVC plots: one per variant (accuracy vs size), one per variant, form and batch size (latency)."""
-    fp32 = results["fp32"]["accuracy"]
+def plot_data(results: dict) -> dict[str, list[dict]]:
+    """Rows for DVC's plots, each file's rows of one shape: per model, accuracy and size; per int8 variant, its
+    accuracy change from FP32 with the 95% interval, in points; per model, form and batch size, the latency."""
     variants = [
         {
             "variant": name,
             "accuracy": r["accuracy"],
-            # the accuracy the change's interval reaches, from FP32's own (FP32: none)
-            **{f"accuracy_{end}": fp32 + change for end, change in zip(("low", "high"), interval(r))},
             "size_kb": r["size_bytes"] / 1000,
             "deploy_size_kb": r["deploy_size_bytes"] / 1000,
         }
         for name, r in results.items()
+    ]
+    changes = [
+        {
+            "variant": name,
+            "change": round(r["vs_fp32"]["accuracy_change"] * 100, 2),
+            **dict(zip(("low", "high"), (round(end * 100, 2) for end in r["vs_fp32"]["accuracy_change_ci95"]))),
+        }
+        for name, r in results.items()
+        if "vs_fp32" in r
     ]
     latency = [
         {"variant": name, "form": form, "batch_size": int(key.removeprefix("batch_")), "latency_ms": t["median_ms"]}
@@ -264,7 +267,7 @@ def plot_data(results: dict) -> tuple[list[dict], list[dict]]:
         for form, batches in r["forms"].items()
         for key, t in batches.items()
     ]
-    return variants, latency
+    return {VARIANTS_PLOT: variants, CHANGES_PLOT: changes, LATENCY_PLOT: latency}
 
 
 def compare(
@@ -302,14 +305,14 @@ def summary_line(name: str, result: dict) -> str:
 
 
 def save_plots(results: dict, folder: Path, labels: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
-    """The plot data DVC draws: accuracy against size, latency, and a confusion matrix per model in `outputs`."""
-    variants, latency = plot_data(results)
-    save_json(variants, folder / "variants.json")
-    save_json(latency, folder / "latency.json")
+    """The plot data DVC draws: accuracy against size, each accuracy change's interval, latency, and a confusion
+    matrix per model in `outputs` (fp32 and best_int8)."""
+    for name, rows in plot_data(results).items():
+        save_json(rows, folder / name)
     for name, predicted in outputs.items():
         # One row per test image, the form DVC's confusion template counts.
         rows = [{"actual": a, "predicted": p} for a, p in zip(labels.tolist(), predicted.argmax(1).tolist())]
-        save_json(rows, folder / f"confusion_{name}.json")
+        save_json(rows, folder / CONFUSION_PLOTS[name])
 
 
 HEADLINE = ("accuracy", "deploy_size_bytes", "latency_ms", "vs_fp32")

@@ -1,86 +1,23 @@
 """`python -m pipeline bench`: int8 against FP32 speed, per architecture, backend and runtime, in one run.
 
-Speed does not depend on what the weights are, so each architecture of params.yaml is built fresh (seeded) and
-calibrated on random images: the bench needs no trained model. Each backend of the registry makes its dynamic and
-static int8 with the recipes params.yaml asks for, as the stages do, and every model is loaded from its folder and
-timed in every form on every installed runtime, as evaluation loads and times it (PyTorch: eager, TorchScript,
-TorchScript optimized, torch.compile; its ONNX file on ONNX Runtime and OpenVINO; OpenVINO's own file), all the
-forms of one architecture taking turns.
-Each row's int8 columns give the fastest form of that backend's variant, on the runtimes of the row; the FP32
-column is always the fastest FP32 on any runtime, the one a user could deploy instead. Not a DVC stage: its
+    python -m pipeline bench --arch mlp --arch cnn --markdown reports/bench.md
+
+The tables are `pipeline.measure.bench`'s: every backend's dynamic and static int8 of each architecture, built fresh
+with random weights, timed in every form on every installed runtime against the fastest FP32. Not a DVC stage: its
 figures belong to the machine and the moment, and are printed, not cached.
 """
 
-import itertools
-import tempfile
 from datetime import date
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import typer
 
-from pipeline.backends.interface import Calibration
-from pipeline.backends.registry import BACKENDS, planned
-from pipeline.data.prepared import DataInfo
-from pipeline.errors import PipelineError
-from pipeline.formats.fp32 import read_fp32, save_trained
-from pipeline.formats.fp32_export import export_fp32
-from pipeline.markdown import row_line, table
-from pipeline.measure.latency import best_of, cpu_info, cpu_model, example_batch, time_models
-from pipeline.measure.variants import load_variant
-from pipeline.models.architectures import architecture, build
-from pipeline.optional import missing
-from pipeline.params import PARAMS_FILE, Params, ParamsOption, load_params
-from pipeline.runtimes import RUNTIMES
+from pipeline.backends.registry import BACKENDS
+from pipeline.measure.bench import ENGINES, INPUT_SHAPE, bench_tables
+from pipeline.measure.machine import machine, machine_line
+from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.safe_io import save_text
-
-# The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
-ENGINES = ("x86", "onednn")
-EVERY_RUNTIME = ("pytorch", *RUNTIMES)
-# Models of the IDX data sets' shape: 28x28 grey images, 10 classes.
-IDX_DATA = DataInfo("bench", 1, 28, 28, tuple(str(label) for label in range(10)))
-INPUT_SHAPE = IDX_DATA.input_shape
-
-
-def cell(entry: dict) -> str:
-    return f"{entry['median_ms']:.3f} {entry['form']}"
-
-
-def setups(params: Params, engines: list[str], backends: list[str]) -> dict[str, Params]:
-    """params.yaml once per backend to bench, and once per engine for a backend whose kernels depend on it (eager):
-    {label: params}."""
-    found = {}
-    for name in backends:
-        per_engine = BACKENDS[name]().uses_engine
-        for engine in engines if per_engine else [params.quantize.engine]:
-            quantize = params.quantize.model_copy(update={"backend": name, "engine": engine})
-            found[f"{name} {engine}" if per_engine else name] = params.model_copy(update={"quantize": quantize})
-    return found
-
-
-def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibration) -> dict[str, Path]:
-    """The dynamic and static int8 folders one backend makes of the FP32 model in `workdir / "fp32"`, as the
-    stages make them; a method it cannot do is left out, with the reason printed."""
-    fp32, folders = read_fp32(workdir / "fp32"), {}
-    for method in ("dynamic", "static"):
-        folder = workdir / f"{label}_{method}".replace(" ", "_")
-        try:
-            backend, recipe = planned(setup, method)
-            if method == "dynamic":
-                backend.dynamic(fp32, recipe, folder, IDX_DATA)
-            else:
-                backend.static(fp32, recipe, calibration, folder, IDX_DATA)
-        except PipelineError as error:
-            typer.echo(f"{fp32.arch['name']} {label} {method}: left out ({error})", err=True)
-            continue
-        folders[method] = folder
-    return folders
-
-
-def on_runtime(forms: dict, runtime: str) -> dict:
-    """The forms a runtime runs (PyTorch's: every form that is not another runtime's)."""
-    return {form: run for form, run in forms.items() if (form if form in RUNTIMES else "pytorch") == runtime}
 
 
 def command(
@@ -103,67 +40,16 @@ def command(
             raise typer.BadParameter(f"{sorted(set(asked) - set(known))} not supported here; choose from {known}")
     torch.set_num_threads(params.evaluate.threads)
     images = torch.rand(max(timing.batch_sizes), *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
-    runtimes = ", ".join(f"{name} {'not installed' if missing(name) else version(name)}" for name in RUNTIMES)
-    machine = f"{cpu_model(cpu_info())}, {params.evaluate.threads} thread(s), torch {torch.__version__}, {runtimes}"
-    typer.echo(machine)
+    measured_on = machine_line(machine(params.evaluate.threads))
+    typer.echo(measured_on)
     typer.echo("median ms and fastest form per batch; fp32: the fastest on any runtime\n")
     fp32_lines, lines = bench_tables(params, archs, engines, backends, timing, images)
     tables = "\n".join(fp32_lines) + "\n\n" + "\n".join(lines)
     typer.echo("\n" + tables)
     if markdown is not None:
-        title = f"# `make bench`, {date.today()}\n\nMeasured on {machine}: median ms and the fastest form per batch."
+        title = (
+            f"# `make bench`, {date.today()}\n\nMeasured on {measured_on}: median ms and the fastest form per batch."
+        )
         int8 = "Each backend's int8 on each runtime, against the fastest FP32 on any runtime (x: times faster):"
         fp32, table = "\n".join(fp32_lines), "\n".join(lines)
         save_text(f"{title}\n\nFP32 on each runtime:\n\n{fp32}\n\n{int8}\n\n{table}\n", markdown)
-
-
-def bench_tables(params: Params, archs: list[str], engines, backends, timing, images: torch.Tensor):
-    """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own."""
-    header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
-    fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
-    lines, fp32_lines = table(header, []), table(fp32_header, [])
-    for name in archs:
-        arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
-        with tempfile.TemporaryDirectory() as workdir:
-            rows, fp32_rows = bench_arch(
-                arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir)
-            )
-        lines += rows
-        fp32_lines += fp32_rows
-    return fp32_lines, lines
-
-
-def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path):
-    """The table rows of one architecture: every backend on every runtime, and FP32 on each runtime, all its forms
-    timed together."""
-    arch = architecture(params.train, IDX_DATA)
-    torch.manual_seed(params.seed)
-    save_trained(build(arch).eval(), arch, workdir / "trained")
-    export_fp32(workdir / "trained", workdir / "fp32", IDX_DATA)
-    threads = params.evaluate.threads
-    probe = example_batch(images, timing.batch_sizes[0])
-    forms = {"fp32": load_variant(workdir / "fp32", threads, probe).forms}
-    calibration = Calibration(images, params.calibration.batches)
-    for label, setup in setups.items():
-        for method, folder in int8_folders(setup, label, workdir, calibration).items():
-            forms[label, method] = load_variant(folder, threads, probe).forms
-    timed = time_models(forms, images, timing)
-    fastest_fp32 = best_of(timed["fp32"])
-    fp32_rows = []
-    for key in fastest_fp32:
-        on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
-        cells = [cell(best_of(found)[key]) if found else "left out" for found in on]
-        fp32_rows.append(row_line([arch["name"], key.removeprefix("batch_"), *cells]))
-    rows = []
-    for backend, runtime in itertools.product(setups, EVERY_RUNTIME):
-        on = {method: on_runtime(timed.get((backend, method), {}), runtime) for method in ("dynamic", "static")}
-        if not any(on.values()):
-            continue
-        for key, fp32_best in fastest_fp32.items():
-            best = {method: best_of(found)[key] if found else None for method, found in on.items()}
-            row = [arch["name"], backend, runtime, key.removeprefix("batch_"), cell(fp32_best)]
-            row += [cell(entry) if entry else "-" for entry in best.values()]
-            row += [f"{fp32_best['median_ms'] / entry['median_ms']:.2f}" if entry else "-" for entry in best.values()]
-            rows.append(row_line(row))
-            typer.echo(rows[-1])
-    return rows, fp32_rows

@@ -22,10 +22,10 @@ from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import DRAWS_FILE, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
+from pipeline.paths import DRAWS_FILE, DRAWS_PLOT, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
 from pipeline.safe_io import save_json
 
-PLOT_FILE = PLOTS_DIR / "draws.json"
+PLOT_FILE = PLOTS_DIR / DRAWS_PLOT
 
 
 def spread(values: list[float]) -> dict:

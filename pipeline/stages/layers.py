@@ -2,8 +2,9 @@
 
     python -m pipeline layers
 
-Writes reports/plots/layers.json (per layer, PyTorch's numbers beside those `pipeline.measure.layers` recomputes),
-the weight histograms, and reports/affine.json (the largest difference of each kind).
+Writes reports/plots/layers.json (per quantized layer, PyTorch's numbers beside those `pipeline.measure.layers`
+recomputes), the weight histograms, and reports/affine.json (the largest difference of each kind, and the model
+input's quantization).
 """
 
 from pathlib import Path
@@ -17,11 +18,11 @@ from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.layers import DIFFERENCES, recompute
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, PLOTS_DIR, PREPARED_DIR
+from pipeline.paths import FP32_MODEL, LAYERS_PLOT, PLOTS_DIR, PREPARED_DIR, WEIGHTS_PLOT
 from pipeline.safe_io import save_json
 
-LAYERS_FILE = PLOTS_DIR / "layers.json"
-HISTOGRAMS_FILE = PLOTS_DIR / "weight_histograms.json"
+LAYERS_FILE = PLOTS_DIR / LAYERS_PLOT
+HISTOGRAMS_FILE = PLOTS_DIR / WEIGHTS_PLOT
 AFFINE_FILE = Path("reports/affine.json")
 
 

@@ -7,128 +7,31 @@ from pathlib import Path
 
 import typer
 
-from pipeline.markdown import change_cell, table
-from pipeline.paths import DETAILS_FILE, DRAWS_FILE, PLOTS_DIR, TRAINING_HISTORY, VARIANTS
+from pipeline.measure.summary import draws_line, kernels_line, op_types_line, summary_markdown
+from pipeline.paths import (
+    CHANGES_PLOT,
+    CONFUSION_PLOTS,
+    DETAILS_FILE,
+    DRAWS_FILE,
+    DRAWS_PLOT,
+    LATENCY_PLOT,
+    LAYERS_PLOT,
+    OP_TYPES_PLOT,
+    PLOTS_DIR,
+    SENSITIVITY_PLOT,
+    TRAINING_PLOT,
+    VARIANTS_PLOT,
+    WEIGHTS_PLOT,
+)
 from pipeline.safe_io import load_json, save_text
 
 FIGURES_DIR = Path("reports/figures")
 SUMMARY_FILE = Path("reports/summary.md")
 
 
-def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
-    ratios = entry.get("vs_fp32")
-    row = [
-        name,
-        f"{entry['accuracy']:.4f}",
-        change_cell(ratios) if ratios else "",
-        f"{entry['agreement'] * 100:.2f}%" if ratios else "",
-        f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
-        f"{entry['deploy_size_bytes'] / 1000:.1f}",
-        f"{1 / ratios['deploy_size_ratio']:.2f}" if ratios else "",
-        f"{entry['deploy_floor_ratio']:.2f}",
-    ]
-    for key in batch_keys:
-        row += [
-            f"{entry['latency_ms'][key]:.3f} / {entry['latency_p90_ms'][key]:.3f}",
-            entry["best_form"][key],
-            f"{ratios['speedup'][key]:.2f}" if ratios else "",
-        ]
-    return row
-
-
-def summary_markdown(metrics: dict) -> str:
-    """One row per variant: accuracy, fidelity to FP32, deployed size, best-form latency; then the machine."""
-    batch_keys = list(metrics["fp32"]["latency_ms"])
-    header = [
-        "variant",
-        "accuracy",
-        "vs fp32 (points) [95% interval]",
-        "agrees with fp32",
-        "logit SQNR (dB)",
-        "deploy size (KB)",
-        "x smaller",
-        "x floor",
-    ]
-    for key in batch_keys:
-        label = key.replace("_", " ")
-        header += [f"{label} median / p90 (ms)", f"{label} best form", f"{label} x faster"]
-    lines = table(header, [summary_row(name, metrics[name], batch_keys) for name in VARIANTS])
-    env = metrics["environment"]
-    cuda = metrics["fp32_cuda"]
-    backend = env.get("backend_label", env["backend"])
-    runtimes = ", ".join(f"{name} {env.get(name, 'not recorded')}" for name in ("onnxruntime", "openvino"))
-    machine = (
-        f"int8 backend {backend}. "
-        f"Measured on {env['cpu_model']} with torch {env['torch']}, quantized engine "
-        f"{env['quantized_engine']}, CPU capability "
-        f"{env['cpu_capability']} (flags: {env['cpu_flags'] or 'none found'}; {env['processor']}), "
-        f"{env['threads']} thread(s). Speed-ups compare the best form of each model on any runtime (PyTorch; "
-        f"{runtimes}). "
-        f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."
-    )
-    return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + fusion_line(metrics) + "\n"
-
-
-def fusion_line(metrics: dict) -> str:
-    fusion = metrics["static"].get("fusion")
-    if not isinstance(fusion, dict):
-        return f" Layer fusion: {fusion}." if fusion else ""
-    ratios = ", ".join(f"{ratio:.2f}x at {key.replace('_', ' ')}" for key, ratio in fusion["unfused_vs_fused"].items())
-    return f" Layer fusion: static int8 unfused takes {ratios} the time of fused."
-
-
-def draws_line(draws: dict) -> str:
-    """Static int8's spread over the calibration draws, in points."""
-    if not draws["draws"]:
-        return ""
-    accuracy, change = draws["accuracy"], draws["accuracy_change"]
-    return (
-        f"\nStatic int8 calibrated on {draws['draws']} other draws of the calibration images: accuracy "
-        f"{accuracy['mean'] * 100:.2f}% on average ({accuracy['min'] * 100:.2f} to {accuracy['max'] * 100:.2f}), a "
-        f"change from FP32 of {change['mean'] * 100:+.2f} points ({change['min'] * 100:+.2f} to "
-        f"{change['max'] * 100:+.2f}).\n"
-    )
-
-
-def op_types_line(rows: list[dict]) -> str:
-    """What keeping each op type in FP32 wins back, most first."""
-    if not rows:
-        return ""
-    won = ", ".join(f"{row['op_type']} {row['won_back']:+.2f}" for row in rows)
-    return f"\nStatic int8 with one op type kept in FP32 by its quantizer's op-type option, points won back: {won}.\n"
-
-
-# Kernels round otherwise than the file and move a borderline image now and then: on an AVX2 EPYC,
-# mobilenet_v3_small's per-tensor file agreed on 99.99% (ONNX Runtime) and 98.94% (OpenVINO) of the test images at
-# the file's accuracy; its per-channel file, whose kernels saturate there, on 95.9% and 96.0%, 0.6 points lower.
-KERNELS_FAITHFUL = 0.98
-
-
-def kernels_line(metrics: dict) -> str:
-    """How often each runtime's int8 kernels give the class the ONNX file's own arithmetic gives, and why it
-    matters where they often do not."""
-    shares = {
-        f"{name} on {runtime}": share
-        for name in VARIANTS
-        for runtime, share in metrics[name].get("kernel_agreement", {}).items()
-    }
-    if not shares:
-        return ""
-    line = "\nint8 kernels against the ONNX file's own arithmetic (its quantize/dequantize pairs in FP32), test images "
-    line += f"given the same class: {', '.join(f'{key} {share * 100:.2f}%' for key, share in shares.items())}."
-    if min(shares.values()) < KERNELS_FAITHFUL:
-        line += (
-            f" Below {KERNELS_FAITHFUL:.0%}, the kernels compute otherwise than the file, e.g. 16-bit sums that "
-            "saturate on a CPU without VNNI, which 7-bit weights (`onnxruntime.reduce_range: true`, "
-            "`openvino.overflow_fix: enable`) avoid where that is the cause."
-        )
-    return line + "\n"
-
-
 def command(
     details_file: Path = typer.Option(DETAILS_FILE, "--details", help="every measurement, written by evaluate"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder holding the plot data"),
-    history_file: Path = typer.Option(TRAINING_HISTORY, "--history", help="training history JSON"),
     figures_dir: Path = typer.Option(FIGURES_DIR, "--figures", help="folder for the PNG figures"),
     summary_out: Path = typer.Option(SUMMARY_FILE, "--summary", help="Markdown summary to write"),
     draws_file: Path = typer.Option(DRAWS_FILE, "--draws", help="static int8's spread over calibration draws"),
@@ -137,22 +40,24 @@ def command(
     from pipeline import plots  # matplotlib: only this stage pays for the import
 
     metrics = load_json(details_file)
-    plots.plot_training(load_json(history_file), figures_dir / "training.png")
-    plots.plot_accuracy_vs_size(load_json(plots_dir / "variants.json"), figures_dir / "accuracy_vs_size.png")
-    plots.plot_latency(load_json(plots_dir / "latency.json"), figures_dir / "latency.png")
-    confusions = {name: load_json(plots_dir / f"confusion_{name}.json") for name in ("fp32", "best_int8")}
+
+    def data(name: str):
+        return load_json(plots_dir / name)
+
+    plots.plot_training(data(TRAINING_PLOT), figures_dir / "training.png")
+    plots.plot_accuracy_vs_size(data(VARIANTS_PLOT), data(CHANGES_PLOT), figures_dir / "accuracy_vs_size.png")
+    plots.plot_latency(data(LATENCY_PLOT), figures_dir / "latency.png")
+    confusions = {name: data(file) for name, file in CONFUSION_PLOTS.items()}
     plots.plot_confusions(confusions, f"best int8 ({metrics['best_int8']})", figures_dir / "confusion.png")
-    plots.plot_layers(load_json(plots_dir / "layers.json"), figures_dir / "layers.png")
-    plots.plot_weight_histograms(load_json(plots_dir / "weight_histograms.json"), figures_dir / "weights.png")
-    plots.plot_sensitivity(load_json(plots_dir / "sensitivity.json"), figures_dir / "sensitivity.png")
-    op_types = load_json(plots_dir / "op_types.json")
+    plots.plot_layers(data(LAYERS_PLOT), figures_dir / "layers.png")
+    plots.plot_weight_histograms(data(WEIGHTS_PLOT), figures_dir / "weights.png")
+    plots.plot_sensitivity(data(SENSITIVITY_PLOT), figures_dir / "sensitivity.png")
+    op_types = data(OP_TYPES_PLOT)
     if op_types:  # a runtime backend's static int8 (sensitivity)
         plots.plot_op_types(op_types, figures_dir / "op_types.png")
     draws = load_json(draws_file)["static"]
     static_accuracy = metrics["static"]["accuracy"]
-    plots.plot_draws(
-        load_json(plots_dir / "draws.json"), draws["fp32_accuracy"], static_accuracy, figures_dir / "draws.png"
-    )
+    plots.plot_draws(data(DRAWS_PLOT), draws["fp32_accuracy"], static_accuracy, figures_dir / "draws.png")
     summary = summary_markdown(metrics) + draws_line(draws) + op_types_line(op_types) + kernels_line(metrics)
     save_text(summary, summary_out)
     typer.echo(summary)

@@ -14,7 +14,7 @@ from pipeline.models.architectures import accuracy, architecture, build
 from pipeline.models.exported import adopt
 from pipeline.models.training import fit, pick_device
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import OWN_MODEL, PREPARED_DIR, TRAINED_MODEL, TRAINING_HISTORY
+from pipeline.paths import OWN_MODEL, PLOTS_DIR, PREPARED_DIR, TRAINED_MODEL, TRAINING_PLOT
 from pipeline.safe_io import save_json
 
 
@@ -23,7 +23,7 @@ def command(
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt and dataset.json"),
     out: Path = typer.Option(TRAINED_MODEL, "--out", help="folder for the FP32 model's file"),
     own_model: Path = typer.Option(OWN_MODEL, "--own", help="your exported model, for train.arch: exported"),
-    history_out: Path = typer.Option(TRAINING_HISTORY, "--history", help="per-epoch loss and accuracy (JSON)"),
+    history_out: Path = typer.Option(PLOTS_DIR / TRAINING_PLOT, "--history", help="per-epoch loss and accuracy (JSON)"),
 ) -> None:
     """Train the FP32 model, or adopt your exported one."""
     params = load_params(params_file)
