@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from pipeline.__main__ import STAGES
 from tests.conftest import AWS_ENV, ROOT, tiny_params, write_dataset, write_params
@@ -164,3 +165,28 @@ def test_runtime_backend_runs_the_conversions_again_only(repo, backend):
     assert "fp32.accuracy" not in changed or changed["fp32.accuracy"]["diff"] == 0
     shown = sh("dvc", "exp", "show", "--md", "--no-pager", "--keep", "quantize.backend|static.accuracy", cwd=repo)
     assert backend in shown and "eager" in shown and "static.accuracy" in shown
+
+
+def rendered_plots(shown: dict) -> dict[str, list]:
+    """`dvc plots show/diff --json`: each plot DVC drew as a Vega spec, with the rows it drew."""
+    return {
+        name: entry["content"]["data"]["values"]
+        for name, entries in shown["data"].items()
+        for entry in entries
+        if entry["type"] == "vega" and entry["content"]
+    }
+
+
+def test_every_plot_renders_and_diffs_across_experiments(repo):
+    """Every plot dvc.yaml defines renders in `dvc plots show`, and in `dvc plots diff` between the eager baseline
+    (HEAD) and the onnxruntime experiment of the test above (the workspace), with the rows of both revisions; DVC
+    lists no error. A plot file with rows of two shapes, say, makes DVC fail to render it and list an error."""
+    defined = [next(iter(plot)) for plot in YAML(typ="safe").load((repo / "dvc.yaml").read_text())["plots"]]
+    drawn = [name for name in defined if not name.startswith("reports/")]  # the rest are the report's PNG figures
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo))
+    assert not shown.get("errors") and set(drawn) <= set(rendered_plots(shown))
+    diff = json.loads(sh("dvc", "plots", "diff", "HEAD", "--json", cwd=repo))
+    assert not diff.get("errors")
+    for name, rows in rendered_plots(diff).items():
+        assert {row["rev"] for row in rows} == {"HEAD", "workspace"}, name
+    assert set(drawn) <= set(rendered_plots(diff))
