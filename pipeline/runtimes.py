@@ -1,24 +1,25 @@
 """ONNX Runtime and OpenVINO, the runtimes a CPU model is deployed on instead of PyTorch.
 
-A variant's folder may hold, beside PyTorch's files, `model.onnx` (run by ONNX Runtime and by OpenVINO) and
-`model.xml` with its weights in `model.bin` (OpenVINO's own format). A runnable made here takes a float32 batch
-as a torch tensor and returns the logits as one, so that the runtimes are timed and scored exactly as PyTorch's
-forms are. Both runtimes run on the thread count they are given, in one stream, in FP32 wherever the graph is
+Each runtime is described once (`RUNTIMES`): its name, which is also its package's (whose version measurements
+record), the file formats it runs in order of preference (`pipeline.formats.deployables`), and how to open a file
+as a runnable. A variant's folder may hold, beside PyTorch's files, `model.onnx` (run by ONNX Runtime and by
+OpenVINO) and `model.xml` with its weights in `model.bin` (OpenVINO's own format). A runnable made here takes a
+float32 batch as a torch tensor and returns the logits as one, so that the runtimes are timed and scored exactly as
+PyTorch's forms are. Both runtimes run on the thread count they are given, in one stream, in FP32 wherever the graph is
 not int8 (OpenVINO would otherwise use bfloat16 on CPUs that have it, which is not the FP32 it claims).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.formats.files import runtime_files
+from pipeline.formats.deployables import ONNX, OPENVINO, FileFormat
 from pipeline.formats.openvino import last_line, read_openvino
 from pipeline.optional import missing, require
 from pipeline.safe_io import first_line
-
-RUNTIMES = ("onnxruntime", "openvino")
 
 Runnable = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,7 +64,36 @@ def openvino_compiled(path: Path, threads: int):
         raise PipelineError(f"{path}: OpenVINO cannot compile it for the CPU ({last_line(error)})") from None
 
 
-MAKERS = {"onnxruntime": onnxruntime_runnable, "openvino": openvino_runnable}
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # also the package that holds it
+    reads: tuple[FileFormat, ...]  # the formats it runs, its own first, then in order of preference
+    runnable: Callable[[Path, int], Runnable]  # a file and a thread count in, the runnable out
+
+
+RUNTIMES = {
+    runtime.name: runtime
+    for runtime in (
+        Runtime("onnxruntime", (ONNX,), onnxruntime_runnable),
+        Runtime("openvino", (OPENVINO, ONNX), openvino_runnable),  # its own format, else the ONNX file
+    )
+}
+
+
+def runtime_files(folder: Path) -> dict[str, Path]:
+    """The file each runtime runs from a variant's folder, where it holds one that runtime reads."""
+    files = {}
+    for runtime in RUNTIMES.values():
+        found = [folder / kind.file for kind in runtime.reads if (folder / kind.file).is_file()]
+        if found:
+            files[runtime.name] = found[0]
+    return files
+
+
+def runtime_of(deployable: Path) -> str | None:
+    """The runtime that runs a deployable file in its own format, or None for PyTorch's files."""
+    owners = [runtime.name for runtime in RUNTIMES.values() if runtime.reads[0].file.endswith(deployable.suffix)]
+    return owners[0] if owners else None
 
 
 def runtime_forms(folder: Path, threads: int) -> tuple[dict[str, Runnable], dict[str, str]]:
@@ -76,7 +106,7 @@ def runtime_forms(folder: Path, threads: int) -> tuple[dict[str, Runnable], dict
             left_out[runtime] = f"not measured: {reason}"
             continue
         try:
-            forms[runtime] = MAKERS[runtime](path, threads)
+            forms[runtime] = RUNTIMES[runtime].runnable(path, threads)
         except PipelineError as error:
             left_out[runtime] = f"not measured: {error}"
     return forms, left_out

@@ -9,7 +9,7 @@ import torch
 from pipeline.affine import sqnr_db
 from pipeline.backends.loading import load_module
 from pipeline.data.prepared import load_split
-from pipeline.formats.files import deployable_path
+from pipeline.formats.deployables import deployable_path
 from pipeline.measure.accuracy import change_interval, confusion_matrix, per_class_accuracy
 from pipeline.measure.latency import best_of, compiled_forms, time_calls
 from pipeline.measure.sizes import floor_bytes

@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline.__main__ import STAGES
 from pipeline.data.prepared import DataInfo, load_split, model_inputs
-from pipeline.formats.files import deployable_path
+from pipeline.formats.deployables import deployable_path
 from pipeline.formats.input_contract import read_contract
 from pipeline.measure.variants import deployable_runnable
 from pipeline.models.training import fit

@@ -19,12 +19,11 @@ from pipeline.backends.openvino import OpenVino, OpenVinoDynamic, OpenVinoStatic
 from pipeline.backends.recipes import DynamicRecipe, StaticRecipe
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
+from pipeline.formats.deployables import read_runtime_settings
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import export_onnx, holds_qdq_only, onnx_floor_bytes
-from pipeline.formats.openvino import onnx_to_openvino, read_openvino
-from pipeline.formats.variants import read_runtime_settings
+from pipeline.formats.openvino import onnx_to_openvino, openvino_floor_bytes, read_openvino
 from pipeline.measure.accuracy import agreement
-from pipeline.measure.sizes import openvino_floor_bytes
 from pipeline.models.architectures import architecture, build, example_input
 from pipeline.params import load_params
 from pipeline.runtimes import onnxruntime_runnable, openvino_runnable, runtime_forms

@@ -165,9 +165,9 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     assert {"onnxruntime": "LayerNormalization", "openvino": "MVN"}[backend] in quantized
     kept = runtime.with_float_op_type(recipe, "MatMul")
     if backend == "openvino":
-        assert kept.ignored_types == ("MatMul",)
+        assert kept.options.ignored_types == ("MatMul",)
     else:  # everything ONNX Runtime quantized before, reshapes included, but MatMul
-        assert "MatMul" not in kept.op_types and {"Reshape", "Conv", "Add"} <= set(kept.op_types)
+        assert "MatMul" not in kept.options.op_types and {"Reshape", "Conv", "Add"} <= set(kept.options.op_types)
 
     if backend == "openvino":  # the ranking itself is the backends' common code: once is enough
         return

@@ -50,17 +50,6 @@ def holds_pytorch_model(location: Path) -> bool:
     return any((location / name).is_file() for name in (EAGER_FILE, EXPORTED_FILE))
 
 
-def deployable_path(path: Path) -> Path:
-    """The file a user deploys: the TorchScript twin of an eager model file, the torch.export archive itself, or
-    in a folder that only a runtime runs, that runtime's file."""
-    if not holds_pytorch_model(path):
-        return next(iter(runtime_files(path).values()), path / ONNX_FILE)
-    if path.suffix in (".ts", ".onnx", ".xml"):  # a deployable file named directly
-        return path
-    path = model_file(path)
-    return path if is_exported(path) else path.with_suffix(".ts")
-
-
 def is_exported(path: Path) -> bool:
     """Whether `path` is a torch.export archive (else an eager model file or a runtime's)."""
     return path.suffix == ".pt2"
@@ -68,27 +57,3 @@ def is_exported(path: Path) -> bool:
 
 def is_torchscript(path: Path) -> bool:
     return path.suffix == ".ts"
-
-
-def runtime_files(folder: Path) -> dict[str, Path]:
-    """The file each runtime runs from a variant's folder: OpenVINO prefers its own format to the ONNX file."""
-    onnx, ir = folder / ONNX_FILE, folder / OPENVINO_FILE
-    files = {}
-    if onnx.is_file():
-        files["onnxruntime"] = onnx
-    if ir.is_file() or onnx.is_file():
-        files["openvino"] = ir if ir.is_file() else onnx
-    return files
-
-
-def runtime_of(deployable: Path) -> str | None:
-    """The runtime that runs a deployable file, or None for PyTorch's files."""
-    return {".onnx": "onnxruntime", ".xml": "openvino"}.get(deployable.suffix)
-
-
-FORMAT_OF = {".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnx", ".xml": "openvino"}
-
-
-def format_of(deployable: Path) -> str:
-    """The name of a deployable file's format, as metrics.json lists sizes."""
-    return FORMAT_OF[deployable.suffix]

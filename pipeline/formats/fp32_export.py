@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 from pipeline.data.prepared import DataInfo
-from pipeline.formats.files import ONNX_FILE, deployable_path, is_exported, model_file
+from pipeline.formats.deployables import deployable_path
+from pipeline.formats.files import ONNX_FILE, is_exported, model_file
 from pipeline.formats.fp32 import read_fp32
 from pipeline.formats.input_contract import write_contract
 from pipeline.formats.onnx import export_onnx

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.formats.files import SETTINGS_KEY
+from pipeline.formats.onnx import tensor_bytes
 from pipeline.optional import require
 
 
@@ -45,3 +46,8 @@ def openvino_settings(path: Path) -> str | None:
     """The settings an OpenVINO file carries in its rt_info (None: not a file this pipeline wrote)."""
     model = read_openvino(path)
     return model.get_rt_info([SETTINGS_KEY]).astype(str) if model.has_rt_info([SETTINGS_KEY]) else None
+
+
+def openvino_floor_bytes(path: Path) -> int:
+    """As `pipeline.formats.onnx.onnx_floor_bytes`, for the constants of an OpenVINO model."""
+    return sum(tensor_bytes(op.get_data()) for op in read_openvino(path).get_ops() if op.get_type_name() == "Constant")

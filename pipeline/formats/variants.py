@@ -6,18 +6,16 @@ data nor training state, and runs no code from the files. Rebuilding a PyTorch m
 takes the backend that made it: `pipeline.backends.loading`.
 """
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
 from pipeline.data.prepared import DataInfo
-from pipeline.errors import PipelineError
-from pipeline.formats.files import EAGER_FILE, ONNX_FILE, OPENVINO_FILE, SETTINGS_KEY, TORCHSCRIPT_FILE
+from pipeline.formats.files import EAGER_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.input_contract import write_contract
-from pipeline.formats.onnx import export_onnx, onnx_settings
-from pipeline.formats.openvino import onnx_to_openvino, openvino_settings
+from pipeline.formats.onnx import export_onnx
+from pipeline.formats.openvino import onnx_to_openvino
 from pipeline.formats.torchscript import save_deployable
 from pipeline.models.architectures import example_input
 from pipeline.safe_io import atomic_dir, save_torch
@@ -58,18 +56,3 @@ def openvino_writer(source: str) -> Writer:
 
 def int8_settings(arch: dict, recipe) -> dict:
     return {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
-
-
-def read_runtime_settings(folder: Path) -> dict:
-    """Kind, arch and recipe that a variant's runtime file (OpenVINO's, else the ONNX file) records: every variant
-    folder holds one, and a runtime-only variant nothing else."""
-    onnx, ir = folder / ONNX_FILE, folder / OPENVINO_FILE
-    if ir.is_file():
-        text, source = openvino_settings(ir), ir
-    elif onnx.is_file():
-        text, source = onnx_settings(onnx), onnx
-    else:
-        raise PipelineError(f"{folder}: holds no model file (run the stage that makes it)")
-    if text is None:
-        raise PipelineError(f"{source}: a model file, but not one this pipeline wrote (no '{SETTINGS_KEY}' entry)")
-    return json.loads(text)

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE, deployable_path, format_of, model_file
-from pipeline.formats.onnx import onnx_floor_bytes, tensor_bytes
-from pipeline.formats.openvino import read_openvino
+from pipeline.formats.deployables import deployable_path, format_of, runtime_formats_in
+from pipeline.formats.files import model_file
 
 
 def floor_bytes(state_dict: dict) -> int:
@@ -36,17 +35,11 @@ def least_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * min(tensor.element_size(), 4)  # float64 scales need no more than float32
 
 
-def openvino_floor_bytes(path: Path) -> int:
-    """As `onnx_floor_bytes`, for the constants of an OpenVINO model."""
-    model = read_openvino(path)
-    return sum(tensor_bytes(op.get_data()) for op in model.get_ops() if op.get_type_name() == "Constant")
-
-
 def measure_size(model: nn.Module | None, folder: Path) -> dict:
     """The model file's bytes, the deployable file's, and every deployed file against the least it could hold."""
     files = deployed_files(model, folder)
     deployable = deployable_path(folder)
-    main = files[format_of(deployable)]
+    main = files[format_of(deployable).name]
     return {
         "size_bytes": (model_file(folder) if model is not None else deployable).stat().st_size,
         "deploy_size_bytes": main["bytes"],
@@ -57,16 +50,14 @@ def measure_size(model: nn.Module | None, folder: Path) -> dict:
 
 
 def deployed_files(model: nn.Module | None, folder: Path) -> dict:
-    """{format: bytes, floor_bytes, floor_ratio} for each deployable file in `folder`; OpenVINO's counts .xml+.bin."""
+    """{format: bytes, floor_bytes, floor_ratio} for each deployable file in `folder`, with the files beside it that
+    hold its weights (OpenVINO's .bin)."""
     found = {}
     if model is not None:
         deployable = deployable_path(folder)
-        found[format_of(deployable)] = (deployable.stat().st_size, floor_bytes(model.state_dict()))
-    if (folder / ONNX_FILE).is_file():
-        found["onnx"] = ((folder / ONNX_FILE).stat().st_size, onnx_floor_bytes(folder / ONNX_FILE))
-    if (folder / OPENVINO_FILE).is_file():
-        xml = folder / OPENVINO_FILE
-        found["openvino"] = (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size, openvino_floor_bytes(xml))
+        found[format_of(deployable).name] = (deployable.stat().st_size, floor_bytes(model.state_dict()))
+    for kind, path in runtime_formats_in(folder):
+        found[kind.name] = (kind.size_bytes(path), kind.floor(path))
     return {
         name: {"bytes": size, "floor_bytes": floor, "floor_ratio": round(size / floor, 4)}
         for name, (size, floor) in found.items()

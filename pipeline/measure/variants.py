@@ -15,25 +15,22 @@ from pipeline.backends.recipes import Recipe, StaticRecipe
 from pipeline.backends.registry import recipe_from
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
+from pipeline.formats.deployables import deployable_path, read_runtime_settings
 from pipeline.formats.files import (
     ONNX_FILE,
-    deployable_path,
     holds_pytorch_model,
     is_exported,
     is_torchscript,
-    runtime_files,
-    runtime_of,
 )
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import holds_qdq_only
 from pipeline.formats.torchscript import load_deployable
-from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.accuracy import agreement, change_interval, logits, score
 from pipeline.measure.latency import best_of, compiled, compiled_forms
 from pipeline.measure.sizes import measure_size
 from pipeline.optional import missing
 from pipeline.paths import CHANGES_PLOT, CONFUSION_PLOTS, LATENCY_PLOT, VARIANTS_PLOT
-from pipeline.runtimes import MAKERS, RUNTIMES, onnxruntime_runnable, runtime_forms
+from pipeline.runtimes import RUNTIMES, onnxruntime_runnable, runtime_files, runtime_forms, runtime_of
 from pipeline.safe_io import save_json
 
 
@@ -97,7 +94,7 @@ def deployable_runnable(deployable: Path, engine: str | None) -> Callable:
     TorchScript, its int8 weights packed for `engine` (the input contract's)."""
     runtime = runtime_of(deployable)
     if runtime is not None:
-        return MAKERS[runtime](deployable, torch.get_num_threads())
+        return RUNTIMES[runtime].runnable(deployable, torch.get_num_threads())
     if is_exported(deployable):
         return compiled(load_module(deployable)[0])
     if engine is not None:

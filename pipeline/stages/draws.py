@@ -18,8 +18,8 @@ from tqdm import tqdm
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import draw_calibration, load_split, read_info
+from pipeline.formats.deployables import read_runtime_settings
 from pipeline.formats.fp32 import read_fp32, require_kind
-from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, DRAWS_PLOT, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR

@@ -17,7 +17,7 @@ import typer
 from pipeline.data.decode import IMAGE_SUFFIXES, read_image
 from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.errors import PipelineError
-from pipeline.formats.files import deployable_path
+from pipeline.formats.deployables import deployable_path
 from pipeline.formats.input_contract import contract_path, read_contract
 from pipeline.measure.variants import deployable_runnable
 from pipeline.safe_io import first_line

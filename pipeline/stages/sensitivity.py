@@ -15,8 +15,8 @@ import typer
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_named, conversion_recipe
 from pipeline.data.prepared import load_split, read_info
+from pipeline.formats.deployables import read_runtime_settings
 from pipeline.formats.fp32 import read_fp32, require_kind
-from pipeline.formats.variants import read_runtime_settings
 from pipeline.measure.sensitivity import layer_sensitivity, op_type_sensitivity
 from pipeline.measure.variants import recipe_of
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
