@@ -1,0 +1,73 @@
+"""The splits a data source holds, decoded: the published IDX sets, an image folder or tensor files, each brought to
+`data.channels` and `data.image_size` where these are set, and described (`DataInfo`) for the models built on them.
+`prepare` writes what this reads (`pipeline.data.prepared`).
+"""
+
+from pathlib import Path
+
+import torch
+
+from pipeline.data.decode import conform
+from pipeline.data.idx import read_idx
+from pipeline.data.image_folder import read_image_folder
+from pipeline.data.prepared import DataInfo
+from pipeline.data.published import SPLIT_FILES, registry
+from pipeline.data.tensor_files import read_tensor_files
+from pipeline.errors import PipelineError
+from pipeline.params import DataParams
+
+
+def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 of an IDX pair, checked against each other."""
+    images = read_idx(raw_dir / images_file, ndim=3)
+    labels = read_idx(raw_dir / labels_file, ndim=1)
+    if len(images) != len(labels):
+        raise PipelineError(
+            f"{raw_dir}: {len(images)} images in {images_file} but {len(labels)} labels in {labels_file}"
+        )
+    if len(labels) == 0:
+        raise PipelineError(f"{raw_dir / labels_file}: holds no examples")
+    if labels.max() >= classes:
+        raise PipelineError(f"{raw_dir / labels_file}: label {int(labels.max())} is outside 0..{classes - 1}")
+    return {"images": images.unsqueeze(1), "labels": labels.long()}
+
+
+def read_idx_dataset(raw_dir: Path, name: str, data: DataParams) -> tuple[dict, tuple[str, ...]]:
+    classes = registry()[name].classes
+    splits = {split: read_split(raw_dir, *files, len(classes)) for split, files in SPLIT_FILES.items()}
+    for split in splits.values():
+        split["images"] = conform(split["images"], data.channels, data.image_size)
+    return splits, classes
+
+
+def read_source(raw_dir: Path, data: DataParams) -> tuple[dict, tuple[str, ...]]:
+    """The train and test splits, images (N, C, H, W), and the class names, from whichever source data.dataset is."""
+    if data.dataset == "imagefolder":
+        return read_image_folder(raw_dir, data.channels, data.image_size)
+    if data.dataset == "tensors":
+        return read_tensor_files(raw_dir, data.channels, data.image_size)
+    return read_idx_dataset(raw_dir, data.dataset, data)
+
+
+def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: Path) -> DataInfo:
+    """What the models will be built for: the splits' common image shape, the classes, the normalization."""
+    shapes = {name: list(split["images"].shape[1:]) for name, split in splits.items()}
+    if shapes["train"] != shapes["test"]:
+        raise PipelineError(f"{source}: train images are {shapes['train']} but test images {shapes['test']}")
+    channels, height, width = shapes["train"]
+    for name, split in splits.items():
+        if split["labels"].max() >= len(classes):
+            raise PipelineError(f"{source}: {name} has label {int(split['labels'].max())} for {len(classes)} classes")
+    if (data.mean is None) != (data.std is None):
+        raise PipelineError("data.mean and data.std: set both or neither")
+    if data.mean is not None and not len(data.mean) == len(data.std) == channels:
+        raise PipelineError(f"data.mean and data.std: need {channels} values each, one per channel of the images")
+    mean, std = (tuple(values) if values is not None else None for values in (data.mean, data.std))
+    return DataInfo(data.dataset, channels, height, width, classes, mean, std)
+
+
+def stored(split: dict) -> dict:
+    """As written: one-channel images without their channel axis (what `load_split` expects), floats as float32."""
+    images = split["images"]
+    images = images.squeeze(1) if images.shape[1] == 1 else images
+    return {"images": images if images.dtype == torch.uint8 else images.float(), "labels": split["labels"]}
