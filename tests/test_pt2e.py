@@ -13,6 +13,7 @@ from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import StaticRecipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model
+from pipeline.formats.torch_export import load_archive
 from pipeline.measure.latency import compiled
 from pipeline.measure.sizes import floor_bytes
 from pipeline.models.architectures import CNN, accuracy, predict
@@ -152,3 +153,44 @@ def test_qat_on_a_cnn_folds_bn_and_freezes_it(trained):
     int8 = pt2e.convert_qat(prepared)
     assert int8_weights(int8.state_dict()) == 3  # two convolutions (BN folded in) and the classifier
     assert accuracy(int8, images, labels) >= accuracy(model.eval(), images, labels) - 0.05
+
+
+class Residual(torch.nn.Module):
+    """A ResNet block as torchvision writes one: conv, BN, ReLU, conv, BN, the input added, then the same ReLU
+    again, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.bn1, self.bn2 = torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.head = torch.nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, images):
+        out = self.relu(self.bn1(self.conv1(images)))
+        out = self.bn2(self.conv2(out))
+        out += images
+        return self.head(self.relu(out).flatten(1))
+
+
+@pytest.mark.parametrize("exported", [False, True], ids=["module", "exported archive"])
+def test_a_module_called_twice_is_quantized_call_by_call(tmp_path, exported):
+    """X86InductorQuantizer fuses conv + add + ReLU by the nodes each module's call became; torch.export gave both
+    calls of a block's one ReLU one source, and the quantizer refused it ("Input partition has more than one output
+    node"), for a torchvision ResNet built or exported alike. Each call now has its own, and the int8 model keeps
+    the FP32 model's classes."""
+    torch.manual_seed(0)
+    model, images = Residual().eval(), torch.rand(64, 4, 8, 8)
+    if exported:
+        program = torch.export.export(model, (images[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, tmp_path / "model.pt2")
+        model = load_archive(tmp_path / "model.pt2")[0].module()
+    graph = pt2e.for_quantizer(pt2e.export(model, [4, 8, 8]))
+    relus = [node for node in graph.graph.nodes if node.target == torch.ops.aten.relu_.default]
+    assert [list(node.meta["nn_module_stack"].values())[-1][0] for node in relus] == ["relu", "relu:1"]
+    for int8 in (
+        pt2e.quantize_static(model, pt2e.static_config("minmax", False), images, 2),
+        pt2e.quantize_dynamic(model, [4, 8, 8]),
+    ):
+        with torch.no_grad():
+            assert (int8(images).argmax(1) == model(images).argmax(1)).float().mean() >= 0.9

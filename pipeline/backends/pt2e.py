@@ -10,6 +10,7 @@ with `torch.export.load` without this code.
 """
 
 import copy
+from collections import defaultdict
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
@@ -58,6 +59,51 @@ def export(model: nn.Module, input_shape: list[int]) -> torch.export.ExportedPro
     """One graph for every batch size: without a named dimension, export specializes the batch to the example's.
     The example has two images because export treats a dimension of size 1 as fixed."""
     return torch.export.export(model, (torch.zeros(2, *input_shape),), dynamic_shapes=({0: BATCH},))
+
+
+def for_quantizer(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
+    """The exported graph as X86InductorQuantizer reads it, each call of a module the graph calls more than once
+    given a source of its own.
+
+    The quantizer finds what to fuse (conv + add + ReLU, say) by source partitions: the nodes each module's call
+    became. torch.export, as called here (non-strict), records only the module's name, so every call of one
+    module fell into one partition: torchvision's ResNet blocks call their one ReLU two or three times, and the
+    quantizer refused that partition ("Input partition has more than one output node"), for a ResNet built here and
+    for one a user exported alike. A call is the nodes of a module connected to each other through their inputs
+    (a batch norm and the item it returns, say). The nodes of a module's second call get an innermost module
+    `<module>:1` inside the module itself, and so on, so that a filter by the module's name still finds them; a graph
+    whose modules are each called once is left as it was."""
+    graph = program.module()
+    nodes_of = defaultdict(list)
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and node.meta.get("nn_module_stack"):
+            nodes_of[list(node.meta["nn_module_stack"].values())[-1][0]].append(node)
+    for nodes in nodes_of.values():
+        for number, call in enumerate(calls(nodes)):
+            for node in call if number else ():
+                stack = node.meta["nn_module_stack"]
+                key, (name, kind) = list(stack.items())[-1]
+                stack[f"{key}:{number}"] = (f"{name}:{number}", kind)  # within the module, as filters by name see it
+    return graph
+
+
+def calls(nodes: list[torch.fx.Node]) -> list[list[torch.fx.Node]]:
+    """The nodes of one module, in graph order, as its calls: groups connected through their inputs."""
+    group = {node: node for node in nodes}
+
+    def root(node: torch.fx.Node) -> torch.fx.Node:
+        while group[node] is not node:
+            node = group[node]
+        return node
+
+    for node in nodes:
+        for source in node.all_input_nodes:
+            if source in group:
+                group[root(source)] = root(node)
+    found = defaultdict(list)
+    for node in nodes:
+        found[root(node)].append(node)
+    return list(found.values())
 
 
 def static_config(observer: str, symmetric_activations: bool, percentile: float | None = None) -> QuantizationConfig:
@@ -167,7 +213,7 @@ def convert_with(
     chosen: X86InductorQuantizer, model: nn.Module, images: torch.Tensor, batches: int
 ) -> torch.fx.GraphModule:
     """Export, insert the observers `chosen` asks for, calibrate, convert."""
-    prepared = prepare_pt2e(export(copy.deepcopy(model).eval(), list(images.shape[1:])).module(), chosen)
+    prepared = prepare_pt2e(for_quantizer(export(copy.deepcopy(model).eval(), list(images.shape[1:]))), chosen)
     calibrate(prepared, images, batches)
     return drop_unused_weights(convert_pt2e(prepared))
 
@@ -175,7 +221,7 @@ def convert_with(
 def prepare_qat(model: nn.Module, input_shape: list[int]) -> torch.fx.GraphModule:
     """The exported training graph with fake quantizers in place (BN folded into each conv), ready to fine-tune."""
     config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=True)  # 7 bits: static_config
-    graph = export(copy.deepcopy(model).train(), input_shape).module()
+    graph = for_quantizer(export(copy.deepcopy(model).train(), input_shape))
     prepared = prepare_qat_pt2e(graph, EveryLinear().set_global(config))
     # An exported graph has no train/eval of its own; this makes fit()'s model.train() switch its BN ops.
     return allow_train_eval(prepared)
