@@ -13,12 +13,12 @@ from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import StaticRecipe
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model
-from pipeline.formats.torch_export import load_archive
+from pipeline.formats.torch_export import load_archive, write_archive
 from pipeline.measure.latency import compiled
 from pipeline.measure.sizes import floor_bytes
 from pipeline.models.architectures import CNN, accuracy, predict
 from pipeline.models.training import fit
-from tests.conftest import IDX_INFO, IDX_SHAPE, ROOT
+from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, ROOT
 
 RECIPE = StaticRecipe("pt2e", "x86", fused=True, observer="minmax", per_channel=True, symmetric_activations=False)
 
@@ -94,22 +94,33 @@ def test_saving_twice_gives_the_same_bytes_without_the_checkout_path(fp32, data,
     assert str(ROOT).encode() not in (tmp_path / "a/model.onnx").read_bytes()
 
 
-def test_reading_an_archive_registers_the_int8_lowering(fp32, data, tmp_path):
-    """A fresh process that reads a pt2e file also gets torchao's Inductor passes; without them torch.compile
-    would run the graph's quantize/dequantize pairs in FP32."""
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_reading_an_archive_registers_what_torchao_adds(fp32, data, tmp_path, method):
+    """A fresh process that reads a pt2e file gets torchao's Inductor passes (without them torch.compile would run
+    the graph's quantize/dequantize pairs in FP32) and its weight types (dynamic int8's weights are torchao tensors,
+    which a restricted load refuses until torchao registers them), and computes what the saved model computed."""
     (calibration, _), _ = data
     model, info = fp32
-    graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
-    save_variant(graph, info["arch"], tmp_path / "int8_static")
+    if method == "static":
+        graph = pt2e.quantize_static(model, pt2e.static_config("minmax", False), calibration, 2)
+    else:
+        graph = pt2e.quantize_dynamic(model, IDX_ARCH["input"])
+    # the archive alone: the variant's other files (ONNX) are not what is read here
+    write_archive(
+        pt2e.export(graph, IDX_ARCH["input"]), {"kind": "int8", "arch": info["arch"]}, tmp_path / "int8/model.pt2"
+    )
+    torch.save(calibration[:8], tmp_path / "images.pt")
     code = (
-        "import sys; from pathlib import Path; import torch._inductor.config as config; "
-        "from pipeline.backends.loading import load_module; load_module(Path(sys.argv[1])); "
-        "print(type(config.pre_grad_custom_pass).__name__)"
+        "import sys; from pathlib import Path; import torch; import torch._inductor.config as config; "
+        "from pipeline.backends.loading import load_module; model = load_module(Path(sys.argv[1]))[0]; "
+        "print(type(config.pre_grad_custom_pass).__name__); "
+        "torch.save(model(torch.load(sys.argv[2])), sys.argv[3])"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "int8_static")], cwd=ROOT, capture_output=True, text=True
-    )
+    arguments = [str(tmp_path / "int8"), str(tmp_path / "images.pt"), str(tmp_path / "logits.pt")]
+    result = subprocess.run([sys.executable, "-c", code, *arguments], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "QuantLiftUp", result.stderr
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "logits.pt"), graph(calibration[:8]))
 
 
 def test_skip_layers_stay_float(fp32, data):

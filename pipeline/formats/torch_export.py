@@ -12,8 +12,8 @@ an archive is never handed to torch as it came:
 3. torch loads that archive with every `torch.load` forced to `weights_only=True` (TORCH_FORCE_WEIGHTS_ONLY_LOAD):
    should a way past the checks above exist, the load fails instead of running code.
 
-An int8 graph of torchao's (pt2e) names ops that torchao registers, and runs fast only with the Inductor passes it
-registers: both are registered before such an archive is loaded, from the names its graph holds.
+An int8 archive of torchao's (pt2e) names ops and weight types that torchao registers, and runs fast only with the
+Inductor passes it registers: all are registered before such an archive is read, found by name in its bytes.
 """
 
 import io
@@ -170,19 +170,23 @@ def weights_only_loads():
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
-QUANTIZED_OPS = (b"quantized_decomposed.", b"torchao.")  # namespaces of the ops in torchao's int8 graphs
+TORCHAO_NAMES = (b"torchao", b"quantized_decomposed")  # in torchao's int8 graphs (ops) and weights (pickled types)
 
 
-def holds_quantized_ops(archive: io.BytesIO) -> bool:
-    """Whether a graph of the archive names an op of torchao's int8 graphs."""
-    with zipfile.ZipFile(archive) as opened:
-        graphs = [name for name in opened.namelist() if MODEL_JSON.search(name)]
-        return any(op in opened.read(name) for name in graphs for op in QUANTIZED_OPS)
+def needs_torchao(path: Path) -> bool:
+    """Whether the archive names torchao: an op of its int8 graphs, or a tensor type of its int8 weights, which a
+    restricted load refuses until torchao has registered it as safe. Only bytes are searched; nothing is loaded."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name in archive.read(record) for record in archive.infolist() for name in TORCHAO_NAMES)
+    except (zipfile.BadZipFile, OSError):
+        return False  # `rebuilt` says what is wrong with the file
 
 
-def register_quantized_ops() -> None:
-    """torchao's int8 ops, and the Inductor passes that fuse each quantize/dequantize pair with its op into one
-    int8 kernel (registered when X86InductorQuantizer's module is imported; seconds, so only where needed)."""
+def register_torchao() -> None:
+    """torchao's int8 ops and weight types (safe for restricted loads), and the Inductor passes that fuse each
+    quantize/dequantize pair with its op into one int8 kernel (registered when X86InductorQuantizer's module is
+    imported; seconds, so only where needed)."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
 
@@ -190,10 +194,9 @@ def load_archive(path: Path) -> tuple[torch.export.ExportedProgram, dict | None]
     """The program, and the settings this pipeline wrote into it (None for an archive made elsewhere)."""
     if not path.is_file():
         raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
+    if needs_torchao(path):
+        register_torchao()
     archive = rebuilt(path)
-    if holds_quantized_ops(archive):
-        register_quantized_ops()
-    archive.seek(0)
     extra = {SETTINGS_ENTRY: ""}
     try:
         with weights_only_loads():
