@@ -66,15 +66,31 @@ class VitParams(Section):
 
 
 class TrainParams(Section):
-    # the built-in MLP, CNN and ViT, or torchvision's architectures by name, trained from scratch
+    # the built-in MLP, CNN and ViT, or torchvision's architectures by name, trained from scratch or from `weights`
     # or `exported`: your own FP32 model, a torch.export archive at models/own/model.pt2, adopted without training
     arch: Literal[
-        "mlp", "cnn", "vit", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "exported"
+        "mlp",
+        "cnn",
+        "vit",
+        "resnet18",
+        "resnet50",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "shufflenet_v2_x0_5",
+        "efficientnet_b0",
+        "convnext_tiny",
+        "vit_b_16",
+        "exported",
     ]
+    # a state_dict file you have for `arch` (e.g. torchvision's weights, saved with torch.save), loaded with
+    # weights_only before training; with epochs 0 the model is adopted as it is. Keep it in models/own/, which the
+    # train stage depends on, so that DVC sees it change.
+    weights: str | None
     hidden: list[Width] = Field(min_length=1, max_length=64)  # mlp: widths of the hidden layers
     channels: list[Width] = Field(min_length=1, max_length=64)  # cnn: widths of the Conv-BN-ReLU blocks
     vit: VitParams
-    epochs: Epochs
+    epochs: int = Field(ge=0, le=10_000)  # 0: no training (a model from `weights`, or random for timing alone)
     batch_size: BatchSize
     lr: PositiveFloat
     lr_schedule: Literal["cosine", "constant"]

@@ -34,9 +34,12 @@ from pipeline.runtimes import RUNTIMES
 # The engines `quantize.engine: auto` chooses between; `--engine fbgemm --engine qnnpack` compares others too.
 ENGINES = ("x86", "onednn")
 EVERY_RUNTIME = ("pytorch", *RUNTIMES)
-# Models of the IDX data sets' shape: 28x28 grey images, 10 classes.
-IDX_DATA = DataInfo("bench", 1, 28, 28, tuple(str(label) for label in range(10)))
-INPUT_SHAPE = IDX_DATA.input_shape
+
+
+def bench_data(channels: int, size: int, classes: int) -> DataInfo:
+    """What the benched models are built for: square images of `size` pixels and `channels` channels (the IDX data
+    sets: 1 and 28; ImageNet's models: 3 and 224), and `classes` classes."""
+    return DataInfo("bench", channels, size, size, tuple(str(label) for label in range(classes)))
 
 
 def cell(entry: dict) -> str:
@@ -55,7 +58,7 @@ def setups(params: Params, engines: list[str], backends: list[str]) -> dict[str,
     return found
 
 
-def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibration) -> dict[str, Path]:
+def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibration, data: DataInfo) -> dict[str, Path]:
     """The dynamic and static int8 folders one backend makes of the FP32 model in `workdir / "fp32"`, as the
     stages make them; a method it cannot do is left out, with the reason printed."""
     fp32, folders = read_fp32(workdir / "fp32"), {}
@@ -64,9 +67,9 @@ def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibrat
         try:
             backend, recipe = planned(setup, method)
             if method == "dynamic":
-                backend.dynamic(fp32, recipe, folder, IDX_DATA)
+                backend.dynamic(fp32, recipe, folder, data)
             else:
-                backend.static(fp32, recipe, calibration, folder, IDX_DATA)
+                backend.static(fp32, recipe, calibration, folder, data)
         except PipelineError as error:
             typer.echo(f"{fp32.arch['name']} {label} {method}: left out ({error})", err=True)
             continue
@@ -79,8 +82,10 @@ def on_runtime(forms: dict, runtime: str) -> dict:
     return {form: run for form, run in forms.items() if (form if form in RUNTIMES else "pytorch") == runtime}
 
 
-def bench_tables(params: Params, archs: list[str], engines, backends, timing, images: torch.Tensor):
-    """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own."""
+def bench_tables(params: Params, archs: list[str], engines, backends, timing, data: DataInfo):
+    """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own, on random
+    images of the data's shape (seeded), which also calibrate static int8."""
+    images = torch.rand(max(timing.batch_sizes), *data.input_shape, generator=torch.Generator().manual_seed(0))
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
     fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
     lines, fp32_lines = table(header, []), table(fp32_header, [])
@@ -88,26 +93,26 @@ def bench_tables(params: Params, archs: list[str], engines, backends, timing, im
         arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
         with tempfile.TemporaryDirectory() as workdir:
             rows, fp32_rows = bench_arch(
-                arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir)
+                arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir), data
             )
         lines += rows
         fp32_lines += fp32_rows
     return fp32_lines, lines
 
 
-def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path):
+def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path, data: DataInfo):
     """The table rows of one architecture: every backend on every runtime, and FP32 on each runtime, all its forms
     timed together."""
-    arch = architecture(params.train, IDX_DATA)
+    arch = architecture(params.train, data)
     torch.manual_seed(params.seed)
     save_trained(build(arch).eval(), arch, workdir / "trained")
-    export_fp32(workdir / "trained", workdir / "fp32", IDX_DATA)
+    export_fp32(workdir / "trained", workdir / "fp32", data)
     threads = params.evaluate.threads
     probe = example_batch(images, timing.batch_sizes[0])
     forms = {"fp32": load_variant(workdir / "fp32", threads, probe).forms}
     calibration = Calibration(images, params.calibration.batches)
     for label, setup in setups.items():
-        for method, folder in int8_folders(setup, label, workdir, calibration).items():
+        for method, folder in int8_folders(setup, label, workdir, calibration, data).items():
             forms[label, method] = load_variant(folder, threads, probe).forms
     timed = time_models(forms, images, timing)
     fastest_fp32 = best_of(timed["fp32"])

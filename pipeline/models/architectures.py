@@ -95,7 +95,7 @@ def build(arch: dict) -> nn.Module:
     if arch.get("name") == "vit":
         return build_vit(arch)
     if arch.get("name") in ARCHITECTURES:
-        return build_torchvision(arch["name"], arch["input"][0], arch["classes"])
+        return build_torchvision(arch["name"], arch["input"], arch["classes"])
     known = ["mlp", "cnn", "vit", *ARCHITECTURES]
     raise PipelineError(f"unknown architecture {arch.get('name')!r}; expected one of {known}")
 

@@ -1,10 +1,11 @@
-"""torchvision's classification architectures by name, built from scratch (no pretrained weights can be had
-here) with the first convolution and the classifier fitted to the data's channels and classes.
+"""torchvision's classification architectures by name, built from scratch (`train.weights` fills them with weights
+you have on disk: nothing is downloaded) with the first convolution and the classifier fitted to the data's
+channels and classes, and for vit_b_16 the image size.
 
 Where torchvision has a quantizable twin (`torchvision.models.quantization`: QuantStub at the edges, residual
 adds through FloatFunctional, `fuse_model`), that twin is built: in FP32 it computes exactly as the plain model,
-and the eager backend can convert it. mobilenet_v3_small has none in torchvision: it is the plain model, which
-only the pt2e backend quantizes.
+holds the same weights under the same names, and the eager backend can convert it. The others are the plain
+models, which the pt2e backend and the runtimes' quantizers quantize.
 """
 
 import math
@@ -13,31 +14,41 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 
-QUANTIZABLE = ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5")  # built from torchvision.models.quantization
-PLAIN = ("mobilenet_v3_small",)  # from torchvision.models
+# built from torchvision.models.quantization
+QUANTIZABLE = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x0_5")
+PLAIN = ("mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16")  # from torchvision.models
 ARCHITECTURES = (*QUANTIZABLE, *PLAIN)
 FIRST_CONV = {
     "resnet18": "conv1",
+    "resnet50": "conv1",
     "mobilenet_v2": "features.0.0",
+    "mobilenet_v3_large": "features.0.0",
     "shufflenet_v2_x0_5": "conv1.0",
     "mobilenet_v3_small": "features.0.0",
+    "efficientnet_b0": "features.0.0",
+    "convnext_tiny": "features.0.0",
+    "vit_b_16": "conv_proj",
 }
 
 
-def build_torchvision(name: str, channels: int, classes: int) -> nn.Module:
-    """The architecture `name` for images of `channels` channels and `classes` classes, randomly initialized."""
+def build_torchvision(name: str, input_shape: list[int], classes: int) -> nn.Module:
+    """The architecture `name` for images of `input_shape` [channels, height, width] and `classes` classes, randomly
+    initialized."""
     # Imported here: torchvision's models take over a second to import, which every stage would otherwise pay.
     import torchvision.models as plain
     from torchvision.models import quantization as twins
 
+    channels, height, _ = input_shape
     if name in QUANTIZABLE:
         model = getattr(twins, name)(weights=None, quantize=False, num_classes=classes)
     else:
-        model = getattr(plain, name)(weights=None, num_classes=classes)
+        size = {"image_size": height} if name == "vit_b_16" else {}  # its position embedding is per patch
+        model = getattr(plain, name)(weights=None, num_classes=classes, **size)
     first = model.get_submodule(FIRST_CONV[name])
     if first.in_channels != channels:  # torchvision's stems take RGB
         parent, _, child = FIRST_CONV[name].rpartition(".")
-        fitted = nn.Conv2d(channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
+        bias = first.bias is not None
+        fitted = nn.Conv2d(channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=bias)
         setattr(model.get_submodule(parent) if parent else model, child, fitted)
     return model
 

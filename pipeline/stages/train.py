@@ -1,4 +1,5 @@
-"""Stage `train`: the FP32 model, with Adam, from the prepared training split.
+"""Stage `train`: the FP32 model, with Adam, from the prepared training split, starting from `train.weights` where
+set (`train.epochs: 0` adopts those weights as they are), or your exported model adopted.
 
 python -m pipeline train
 """
@@ -12,6 +13,7 @@ from pipeline.data.prepared import load_split, read_info
 from pipeline.formats.fp32 import save_trained
 from pipeline.models.architectures import accuracy, architecture, build
 from pipeline.models.exported import adopt
+from pipeline.models.pretrained import load_pretrained
 from pipeline.models.training import fit, pick_device
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import OWN_MODEL, PLOTS_DIR, PREPARED_DIR, TRAINED_MODEL, TRAINING_PLOT
@@ -41,17 +43,23 @@ def command(
         return
     arch = architecture(params.train, data)
     model = build(arch)
-    history = fit(
-        model,
-        images,
-        labels,
-        epochs=params.train.epochs,
-        batch_size=params.train.batch_size,
-        lr=params.train.lr,
-        seed=params.seed,
-        schedule=params.train.lr_schedule,
-        device=device,
-        test=test,
-    )
+    if params.train.weights is not None:
+        load_pretrained(model, Path(params.train.weights))
+    history = []
+    if params.train.epochs:
+        history = fit(
+            model,
+            images,
+            labels,
+            epochs=params.train.epochs,
+            batch_size=params.train.batch_size,
+            lr=params.train.lr,
+            seed=params.seed,
+            schedule=params.train.lr_schedule,
+            device=device,
+            test=test,
+        )
+    else:
+        typer.echo(f"adopted without training: test accuracy {accuracy(model.eval(), *test):.4f}")
     save_trained(model, arch, out)
     save_json(history, history_out)
