@@ -45,6 +45,9 @@ class DataParams(Section):
     verify_md5: bool  # false only for your own IDX files, which have no known checksum
     channels: Literal[1, 3] | None  # convert every image to grey (1) or RGB (3); null keeps the source's
     image_size: list[Pixels] | None = Field(min_length=2, max_length=2)  # [height, width]; null keeps it
+    # the shorter side, resized to first (aspect ratio kept), then the centre cropped to image_size, as torchvision's
+    # weights expect (256, then 224); null: images are resized to image_size as they are
+    resize: Pixels | None
     mean: list[float] | None  # per channel: the model takes (pixels / 255 - mean) / std; null: pixels / 255
     std: list[PositiveFloat] | None
 

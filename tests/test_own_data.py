@@ -1,10 +1,12 @@
 """Your own data: an image folder or tensor files, through download and prepare. The real `dvc repro` of an image
 folder, and `predict` on its files, are test_own_model's, with the exported model."""
 
+import numpy
 import pytest
 import torch
 from PIL import Image
 
+from pipeline.data.decode import Preprocessing, read_image
 from pipeline.data.prepared import load_split, read_info
 from tests.conftest import png_claiming, tiny_params, write_image_folder, write_params, write_tensor_files
 from tests.test_cli import assert_clean_failure, run
@@ -51,6 +53,28 @@ def test_channels_size_and_normalization_are_applied_and_recorded(own, tmp_path)
     assert (info.input_shape, info.mean, info.std) == ([1, 8, 6], (0.5,), (0.25,))
     images, _ = load_split(prepared / "test.pt")
     assert torch.allclose(images, (stored.unsqueeze(1).float() / 255 - 0.5) / 0.25)
+
+
+def test_the_shorter_side_is_resized_then_the_centre_cropped_as_torchvision_does(own, tmp_path):
+    """`data.resize` with `data.image_size`: torchvision's Resize(shorter side) then CenterCrop, the preprocessing
+    of its weights' transforms(), on each image as decoded; recorded in dataset.json, from which `predict` and every
+    input contract take it."""
+    from torchvision.transforms import v2
+
+    source = write_image_folder(tmp_path / "source")
+    for path in sorted(source.rglob("*.png")):  # 12x12 images made 12 high and 20 wide: the crop must take the centre
+        pixels = numpy.asarray(Image.open(path))
+        Image.fromarray(numpy.concatenate([pixels, pixels[:, :8] // 2], axis=1)).save(path)
+    own(source, "imagefolder", **{"data.image_size": [8, 8], "data.resize": 10})
+    assert run("download").exit_code == 0 and run("prepare").exit_code == 0
+    prepared = tmp_path / "work/data/prepared"
+    stored = torch.load(prepared / "test.pt", weights_only=True)["images"]
+    first = sorted((source / "test").rglob("*.png"))[0]
+    expected = v2.Compose([v2.Resize(10, antialias=True), v2.CenterCrop(8)])(read_image(first, Preprocessing()))
+    assert stored.shape == (45, 3, 8, 8) and torch.equal(stored[0], expected)
+    assert read_info(prepared).resize == 10
+    own(source, "imagefolder", **{"data.image_size": [8, 8], "data.resize": 6})
+    assert_clean_failure(run("prepare"), "data.resize: 6 pixels cannot be cropped to data.image_size [8, 8]")
 
 
 def damage_classes(source):

@@ -2,10 +2,12 @@
 
 Decoding is Pillow's (torchvision's own decoders are deprecated in favour of TorchCodec, which this project does
 not need otherwise); resizing is torchvision's antialiased bilinear resize on the uint8 pixels, so prepared data
-stays 8-bit.
+stays 8-bit. Where a shorter side is given (`data.resize`), images are resized to it, keeping their aspect ratio,
+and their centre cropped to the size, as the `transforms()` of torchvision's weights do (resize 256, crop 224).
 """
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,9 +25,31 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow's modes of one channel; every other mode is read as RGB
 
 
-def read_image(path: Path, channels: int | None, size: list[int] | None) -> torch.Tensor:
-    """One image file as uint8 (C, H, W): grey or RGB as `channels` says (1, 3, or None for the file's own),
-    resized if `size` is given."""
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are brought to what a model takes: `channels` (1 grey, 3 RGB, None: their own), and `size`
+    [height, width] (None: their own), reached by a resize to it or, where `resize` is set, by resizing the shorter
+    side to `resize` and cropping the centre."""
+
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+    resize: int | None = None
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (..., C, H, W) brought to the channels and size."""
+        if self.channels is not None and images.shape[-3] != self.channels:
+            images = F.rgb_to_grayscale(images) if self.channels == 1 else F.grayscale_to_rgb(images)
+        if self.size is None or list(images.shape[-2:]) == list(self.size):
+            return images
+        if self.resize is None:
+            return F.resize(images, list(self.size), antialias=True)
+        return F.center_crop(F.resize(images, self.resize, antialias=True), list(self.size))
+
+
+def read_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """One image file as uint8 (C, H, W), grey or RGB as `preprocessing.channels` says (None: the file's own), at
+    its size."""
+    channels = preprocessing.channels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # over MAX_PIXELS (an error past twice)
@@ -38,16 +62,7 @@ def read_image(path: Path, channels: int | None, size: list[int] | None) -> torc
         raise PipelineError(
             f"{path}: not a readable PNG or JPEG image, truncated or corrupt ({first_line(error)})"
         ) from None
-    return conform(F.pil_to_tensor(pixels), None, size)
-
-
-def conform(images: torch.Tensor, channels: int | None, size: list[int] | None) -> torch.Tensor:
-    """Images (..., C, H, W) with `channels` channels and `size` [height, width]; None keeps what they have."""
-    if channels is not None and images.shape[-3] != channels:
-        images = F.rgb_to_grayscale(images) if channels == 1 else F.grayscale_to_rgb(images)
-    if size is not None and list(images.shape[-2:]) != list(size):
-        images = F.resize(images, list(size), antialias=True)
-    return images
+    return preprocessing.apply(F.pil_to_tensor(pixels))
 
 
 def stack(images: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.data.decode import IMAGE_SUFFIXES, read_image, stack
+from pipeline.data.decode import IMAGE_SUFFIXES, Preprocessing, read_image, stack
 from pipeline.errors import PipelineError
 
 SPLITS = ("train", "test")
@@ -44,15 +44,16 @@ def image_files(class_dir: Path) -> list[Path]:
     return files
 
 
-def read_split(split_dir: Path, classes: tuple[str, ...], channels: int | None, size: list[int] | None) -> dict:
+def read_split(split_dir: Path, classes: tuple[str, ...], preprocessing: Preprocessing) -> dict:
     """Every image of one split, decoded once: uint8 (N, C, H, W), and int64 labels in the order of `classes`."""
     labelled = [(path, label) for label, name in enumerate(classes) for path in image_files(split_dir / name)]
     paths = [path for path, _ in labelled]
-    images = [read_image(path, channels, size) for path in tqdm(paths, desc=split_dir.name, leave=False, disable=None)]
+    progress = tqdm(paths, desc=split_dir.name, leave=False, disable=None)
+    images = [read_image(path, preprocessing) for path in progress]
     return {"images": stack(images, paths), "labels": torch.tensor([label for _, label in labelled])}
 
 
-def read_image_folder(root: Path, channels: int | None, size: list[int] | None) -> tuple[dict, tuple[str, ...]]:
+def read_image_folder(root: Path, preprocessing: Preprocessing) -> tuple[dict, tuple[str, ...]]:
     """The train and test splits of an image folder, and its class names."""
     classes = class_names(root)
-    return {split: read_split(root / split, classes, channels, size) for split in SPLITS}, classes
+    return {split: read_split(root / split, classes, preprocessing) for split in SPLITS}, classes

@@ -31,6 +31,15 @@ class DataInfo:
     classes: tuple[str, ...]  # class names, in label order
     mean: tuple[float, ...] | None = None  # per channel, subtracted after scaling pixels to [0, 1]
     std: tuple[float, ...] | None = None  # per channel, divided by after the mean
+    resize: int | None = None  # the shorter side images were resized to before the centre crop to height x width
+
+    def record(self) -> dict:
+        """As dataset.json and every input contract record it: `resize` only where it was set, so that data
+        prepared without one keeps the bytes it had."""
+        recorded = asdict(self)
+        if self.resize is None:
+            del recorded["resize"]
+        return recorded
 
     @property
     def input_shape(self) -> list[int]:
@@ -39,7 +48,7 @@ class DataInfo:
 
 
 def write_info(info: DataInfo, folder: Path) -> None:
-    save_json(asdict(info), folder / INFO_FILE)
+    save_json(info.record(), folder / INFO_FILE)
 
 
 def read_info(folder: Path) -> DataInfo:

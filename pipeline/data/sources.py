@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.decode import conform
+from pipeline.data.decode import Preprocessing
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import read_image_folder
 from pipeline.data.prepared import DataInfo
@@ -32,21 +32,36 @@ def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) 
     return {"images": images.unsqueeze(1), "labels": labels.long()}
 
 
-def read_idx_dataset(raw_dir: Path, name: str, data: DataParams) -> tuple[dict, tuple[str, ...]]:
+def read_idx_dataset(raw_dir: Path, name: str, preprocessing: Preprocessing) -> tuple[dict, tuple[str, ...]]:
     classes = registry()[name].classes
     splits = {split: read_split(raw_dir, *files, len(classes)) for split, files in SPLIT_FILES.items()}
     for split in splits.values():
-        split["images"] = conform(split["images"], data.channels, data.image_size)
+        split["images"] = preprocessing.apply(split["images"])
     return splits, classes
+
+
+def preprocessing_of(data: DataParams) -> Preprocessing:
+    """The data section's channels and size, as every image is brought to them."""
+    if data.resize is not None and data.image_size is None:
+        raise PipelineError(
+            "data.resize: the shorter side is resized before a centre crop to data.image_size; set both"
+        )
+    if data.resize is not None and data.resize < max(data.image_size):
+        raise PipelineError(
+            f"data.resize: {data.resize} pixels cannot be cropped to data.image_size {data.image_size}; use at least "
+            f"{max(data.image_size)}"
+        )
+    return Preprocessing(data.channels, tuple(data.image_size) if data.image_size else None, data.resize)
 
 
 def read_source(raw_dir: Path, data: DataParams) -> tuple[dict, tuple[str, ...]]:
     """The train and test splits, images (N, C, H, W), and the class names, from whichever source data.dataset is."""
+    preprocessing = preprocessing_of(data)
     if data.dataset == "imagefolder":
-        return read_image_folder(raw_dir, data.channels, data.image_size)
+        return read_image_folder(raw_dir, preprocessing)
     if data.dataset == "tensors":
-        return read_tensor_files(raw_dir, data.channels, data.image_size)
-    return read_idx_dataset(raw_dir, data.dataset, data)
+        return read_tensor_files(raw_dir, preprocessing)
+    return read_idx_dataset(raw_dir, data.dataset, preprocessing)
 
 
 def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: Path) -> DataInfo:
@@ -63,7 +78,7 @@ def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: P
     if data.mean is not None and not len(data.mean) == len(data.std) == channels:
         raise PipelineError(f"data.mean and data.std: need {channels} values each, one per channel of the images")
     mean, std = (tuple(values) if values is not None else None for values in (data.mean, data.std))
-    return DataInfo(data.dataset, channels, height, width, classes, mean, std)
+    return DataInfo(data.dataset, channels, height, width, classes, mean, std, data.resize)
 
 
 def stored(split: dict) -> dict:

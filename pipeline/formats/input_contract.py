@@ -6,7 +6,6 @@ class names of the outputs, and for eager int8 the quantized engine to set befor
 reads it, as evaluation reads dataset.json, so both feed a model the same way.
 """
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ def contract_path(deployable: Path) -> Path:
 
 
 def write_contract(deployable: Path, data: DataInfo, engine: str | None) -> None:
-    contract = {"inputs": INPUTS, "data": asdict(data), "quantized_engine": engine, "outputs": "logits, one per class"}
+    contract = {"inputs": INPUTS, "data": data.record(), "quantized_engine": engine, "outputs": "logits, one per class"}
     save_json(contract, contract_path(deployable))
 
 

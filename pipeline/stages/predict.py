@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.data.decode import IMAGE_SUFFIXES, read_image
+from pipeline.data.decode import IMAGE_SUFFIXES, Preprocessing, read_image
 from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.errors import PipelineError
 from pipeline.formats.deployables import deployable_path
@@ -77,9 +77,10 @@ def command(
     data, engine = read_contract(deployable)
     runnable = deployable_runnable(deployable, engine)
     paths = image_paths(images)
+    preprocessing = Preprocessing(data.channels, (data.height, data.width), data.resize)  # as prepare brought them
     for start in range(0, len(paths), BATCH):
         batch = paths[start : start + BATCH]
-        pixels = torch.stack([read_image(path, data.channels, [data.height, data.width]) for path in batch])
+        pixels = torch.stack([read_image(path, preprocessing) for path in batch])
         best = probabilities(runnable, model_inputs(pixels, data), data, deployable).max(1)
         for path, probability, label in zip(batch, *best):
             typer.echo(f"{printable(str(path))}\t{printable(data.classes[label])}\t{probability:.4f}")
