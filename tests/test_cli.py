@@ -73,7 +73,7 @@ def test_prepare_missing_idx(project):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("train.epochs", 0, "train.epochs: Input should be greater than 0"),
+        ("train.epochs", -1, "train.epochs: Input should be greater than or equal to 0"),
         ("train.batch_size", 0, "train.batch_size: Input should be greater than 0"),
         ("train.epochs", "5", "train.epochs: Input should be a valid integer"),
     ],
