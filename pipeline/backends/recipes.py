@@ -6,6 +6,10 @@ owns (ONNX Runtime's format and op types, OpenVINO's preset, ...): one options t
 ONNX Runtime has a StaticQuantConfig and a DynamicQuantConfig. Options are checked where they are made, against
 what params.yaml allows for their keys, so that a recipe read back from a file is held to the same values.
 
+Transforms of the FP32 model that serve every backend (equalization, SmoothQuant, learned rounding) are neither
+shared fields nor options: they will be a list of typed steps of the recipe, applied before any backend quantizes,
+which the first such transform brings.
+
 A recipe is written into every int8 model's files (`settings()`: the method, the shared fields, then the
 options' fields, all at one level, leaving out what is None) and read back typed
 (`pipeline.backends.registry.recipe_from`), so that evaluation and the report show what made a model from the
