@@ -92,7 +92,7 @@ def runtime_files(folder: Path) -> dict[str, Path]:
 
 def runtime_of(deployable: Path) -> str | None:
     """The runtime that runs a deployable file in its own format, or None for PyTorch's files."""
-    owners = [runtime.name for runtime in RUNTIMES.values() if runtime.reads[0].file.endswith(deployable.suffix)]
+    owners = [runtime.name for runtime in RUNTIMES.values() if runtime.reads[0].suffix == deployable.suffix]
     return owners[0] if owners else None
 
 

@@ -34,6 +34,10 @@ class FileFormat:
     floor: Callable[[Path], int] | None = None
     settings: Callable[[Path], str | None] | None = None
 
+    @property
+    def suffix(self) -> str:
+        return Path(self.file).suffix
+
     def size_bytes(self, path: Path) -> int:
         """The file's bytes and those of the files beside it that belong to it."""
         return path.stat().st_size + sum(path.with_suffix(suffix).stat().st_size for suffix in self.companions)
@@ -50,9 +54,9 @@ RUNTIME_FORMATS = tuple(kind for kind in FORMATS if kind.settings is not None)
 
 def format_of(deployable: Path) -> FileFormat:
     """The format of a deployable file, by its suffix."""
-    found = [kind for kind in FORMATS if Path(kind.file).suffix == deployable.suffix]
+    found = [kind for kind in FORMATS if kind.suffix == deployable.suffix]
     if not found:
-        known = ", ".join(Path(kind.file).suffix for kind in FORMATS)
+        known = ", ".join(kind.suffix for kind in FORMATS)
         raise PipelineError(f"{deployable}: not a deployable file ({known})")
     return found[0]
 
@@ -81,7 +85,7 @@ def deployable_path(path: Path) -> Path:
     if not holds_pytorch_model(path):
         found = runtime_formats_in(path)
         return found[0][1] if found else path / ONNX.file
-    if any(path.suffix == Path(kind.file).suffix for kind in FORMATS):  # a deployable file named directly
+    if any(path.suffix == kind.suffix for kind in FORMATS):  # a deployable file named directly
         return path
     path = model_file(path)
-    return path if is_exported(path) else path.with_suffix(Path(TORCHSCRIPT.file).suffix)
+    return path if is_exported(path) else path.with_suffix(TORCHSCRIPT.suffix)

@@ -127,6 +127,10 @@ def vetted_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, byte
     contents = {record.filename[len(root) + 1 :]: data for record, data in members}
     if "data.pkl" in contents:
         raise PipelineError("refused to load: a pickle (torch.save), not a torch.export archive")
+    # torchao's int8 weight types are refused by a restricted load until torchao registers them: found by name in the
+    # members' bytes, before any is loaded
+    if any(name in data for data in contents.values() for name in TORCHAO_NAMES):
+        register_torchao()
 
     def read(name: str) -> bytes:
         if name not in contents:
@@ -173,16 +177,6 @@ def weights_only_loads():
 TORCHAO_NAMES = (b"torchao", b"quantized_decomposed")  # in torchao's int8 graphs (ops) and weights (pickled types)
 
 
-def needs_torchao(path: Path) -> bool:
-    """Whether the archive names torchao: an op of its int8 graphs, or a tensor type of its int8 weights, which a
-    restricted load refuses until torchao has registered it as safe. Only bytes are searched; nothing is loaded."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name in archive.read(record) for record in archive.infolist() for name in TORCHAO_NAMES)
-    except (zipfile.BadZipFile, OSError):
-        return False  # `rebuilt` says what is wrong with the file
-
-
 def register_torchao() -> None:
     """torchao's int8 ops and weight types (safe for restricted loads), and the Inductor passes that fuse each
     quantize/dequantize pair with its op into one int8 kernel (registered when X86InductorQuantizer's module is
@@ -194,8 +188,6 @@ def load_archive(path: Path) -> tuple[torch.export.ExportedProgram, dict | None]
     """The program, and the settings this pipeline wrote into it (None for an archive made elsewhere)."""
     if not path.is_file():
         raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
-    if needs_torchao(path):
-        register_torchao()
     archive = rebuilt(path)
     extra = {SETTINGS_ENTRY: ""}
     try:
