@@ -66,8 +66,19 @@ def quantize(
     ).to(torch.int64)
 
 
-def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float | None:
     """Signal-to-quantization-noise ratio in dB: 10 log10(|reference|^2 / |reference - approximation|^2)."""
-    noise = (reference - approximation).double().pow(2).sum().item()
-    signal = reference.double().pow(2).sum().item()
+    return decibels(*energies(reference, approximation))
+
+
+def energies(reference: torch.Tensor, approximation: torch.Tensor) -> tuple[float, float]:
+    """|reference|^2 and |reference - approximation|^2: summed over batches, they give the SQNR of all."""
+    return reference.double().pow(2).sum().item(), (reference - approximation).double().pow(2).sum().item()
+
+
+def decibels(signal: float, noise: float) -> float | None:
+    """None where there is no signal (a model whose outputs are all zero, e.g. torchvision's ViT head at its
+    initialization): no ratio to give."""
+    if signal == 0:
+        return None
     return round(10 * math.log10(signal / max(noise, 1e-300)), 2)

@@ -50,12 +50,16 @@ class DataParams(Section):
     resize: Pixels | None
     mean: list[float] | None  # per channel: the model takes (pixels / 255 - mean) / std; null: pixels / 255
     std: list[PositiveFloat] | None
+    # test images drawn by seed from the source's test split, decoded and scored (null: all); each accuracy change's
+    # interval says how precise the figures are with this many
+    test_images: Size | None
 
 
 class CalibrationParams(Section):
     size: Size  # training images drawn by seed for static calibration
     batches: Size  # fed in this many batches: the moving-average observer updates once per batch
     draws: int = Field(ge=0, le=1_000)  # `draws`: static int8 calibrated again on this many other subsets
+    draw_test_images: Size | None  # test images each draw is scored on, drawn by seed (null: all)
 
 
 class VitParams(Section):
@@ -145,10 +149,11 @@ class StaticParams(Section):
     symmetric_activations: bool
     skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
     max_accuracy_drop: Points | None  # points; if set, keep the fewest more layers in FP32 to stay within it
+    sensitivity_test_images: Size | None  # test images `sensitivity` scores each layer on, drawn by seed (null: all)
 
 
 class QatParams(Section):
-    epochs: Epochs
+    epochs: int = Field(ge=0, le=10_000)  # 0: no QAT, its variant left out
     batch_size: BatchSize
     lr: PositiveFloat
     lr_schedule: Literal["cosine", "constant"]

@@ -22,7 +22,7 @@ from pipeline.__main__ import app
 from pipeline.backends.eager.backend import Eager
 from pipeline.backends.recipes import Recipe, StaticRecipe
 from pipeline.data.idx import write_idx
-from pipeline.data.prepared import DataInfo
+from pipeline.data.prepared import DataInfo, load_split
 from pipeline.data.published import SPLIT_FILES
 from pipeline.formats.fp32 import Fp32Model
 
@@ -46,6 +46,12 @@ def eager_static_recipe(per_channel: bool = False, observer: str = "minmax") -> 
 def save_eager(int8: torch.nn.Module, arch: dict, recipe: Recipe, folder: Path) -> None:
     """An eager int8 model's folder, as the eager backend writes it: model.pt, model.ts, model.onnx, contract."""
     Eager().save(int8, Fp32Model(int8, arch, folder), recipe, folder, IDX_INFO)
+
+
+def whole_split(folder: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prepared split read whole, as model inputs and labels: what a test of a few hundred images can afford."""
+    images, labels = load_split(folder, name)
+    return images[:], labels
 
 
 def synthetic_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

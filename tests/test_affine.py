@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from pipeline.affine import qparams, quantize
+from pipeline.affine import qparams, quantize, sqnr_db
 from pipeline.backends.eager.modules import float_weight, fuse, quantize_static, static_qconfig, use_engine
 from pipeline.measure.layers import quantized_layers, weight_row
 from pipeline.models.architectures import CNN
@@ -60,3 +60,8 @@ def test_per_channel_conv_weights_match(observer):
         assert row["weight_scale_diff"] == 0 and row["weight_zero_point_diff"] == 0 and row["weight_int8_diff"] == 0, (
             name
         )
+
+
+def test_sqnr_of_no_signal_is_none_not_an_error():
+    """torchvision's ViT starts with a zero head: all-zero FP32 logits have no ratio to give."""
+    assert sqnr_db(torch.zeros(4, 3), torch.ones(4, 3)) is None

@@ -13,11 +13,10 @@ from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, OnnxRunt
 from pipeline.backends.openvino import OpenVinoDynamic, OpenVinoStatic
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.backends.registry import BACKENDS, backend_named, planned, recipe_from
-from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
 from pipeline.params import Params
-from tests.conftest import IDX_INFO, tiny_params, write_params
+from tests.conftest import IDX_INFO, tiny_params, whole_split, write_params
 from tests.test_cli import assert_clean_failure, run
 
 RECIPES = [
@@ -151,8 +150,8 @@ def test_the_static_module_computes_what_the_saved_static_variant_does(trained, 
     backend = backend_named(name)
     recipe = backend.static_recipe(StaticRecipe(name, "x86", True, "minmax", name == "pt2e", False, ("layers.0",)))
     fp32 = read_fp32(trained / "models/fp32")
-    calibration = Calibration(load_split(trained / "data/prepared/calib.pt")[0], 2)
-    images = load_split(trained / "data/prepared/test.pt")[0]
+    calibration = Calibration(whole_split(trained / "data/prepared", "calib")[0], 2)
+    images = whole_split(trained / "data/prepared", "test")[0]
     module = backend.static_module(fp32, recipe, calibration)
     backend.static(fp32, recipe, calibration, tmp_path / "static", IDX_INFO)
     saved, settings = load_module(tmp_path / "static")

@@ -3,6 +3,7 @@
 import contextlib
 import shutil
 
+import numpy
 import torch
 
 from pipeline.__main__ import app
@@ -63,10 +64,8 @@ def test_checkpoint_whose_weights_do_not_fit_its_architecture(trained, tmp_path,
 def test_empty_calibration_set_overwrites_nothing(trained, tmp_path, monkeypatch):
     work = shutil.copytree(trained, tmp_path / "work")
     monkeypatch.chdir(work)
-    torch.save(
-        {"images": torch.zeros(0, 28, 28, dtype=torch.uint8), "labels": torch.zeros(0, dtype=torch.long)},
-        work / "data/prepared/calib.pt",
-    )
+    numpy.save(work / "data/prepared/calib/images.npy", numpy.zeros((0, 1, 28, 28), numpy.uint8))
+    numpy.save(work / "data/prepared/calib/labels.npy", numpy.zeros(0, numpy.int64))
     before = (work / "models/int8_static/model.pt").read_bytes()
-    assert_clean_failure(run("static"), "data/prepared/calib.pt: 0 images and 0 labels; expected equal and non-zero")
+    assert_clean_failure(run("static"), "data/prepared/calib/images.npy: holds no images")
     assert (work / "models/int8_static/model.pt").read_bytes() == before

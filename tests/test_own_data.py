@@ -35,8 +35,8 @@ def test_prepare_describes_the_data(own, tmp_path, dataset):
     assert run("download").exit_code == 0 and run("prepare").exit_code == 0
     info = read_info(tmp_path / "work/data/prepared")
     assert (info.dataset, info.input_shape, info.classes) == (dataset, [3, 12, 12], ("blue", "green", "red"))
-    images, labels = load_split(tmp_path / "work/data/prepared/train.pt")
-    assert images.shape == (90, 3, 12, 12) and images.max() <= 1 and set(labels.tolist()) == {0, 1, 2}
+    images, labels = load_split(tmp_path / "work/data/prepared", "train")
+    assert images.shape == (90, 3, 12, 12) and images[:].max() <= 1 and set(labels.tolist()) == {0, 1, 2}
 
 
 def test_channels_size_and_normalization_are_applied_and_recorded(own, tmp_path):
@@ -47,12 +47,12 @@ def test_channels_size_and_normalization_are_applied_and_recorded(own, tmp_path)
     )
     assert run("download").exit_code == 0 and run("prepare").exit_code == 0
     prepared = tmp_path / "work/data/prepared"
-    stored = torch.load(prepared / "test.pt", weights_only=True)["images"]
-    assert stored.dtype == torch.uint8 and stored.shape == (45, 8, 6)  # one channel, stored without its axis
+    stored = torch.from_numpy(numpy.load(prepared / "test/images.npy"))
+    assert stored.dtype == torch.uint8 and stored.shape == (45, 1, 8, 6)
     info = read_info(prepared)
     assert (info.input_shape, info.mean, info.std) == ([1, 8, 6], (0.5,), (0.25,))
-    images, _ = load_split(prepared / "test.pt")
-    assert torch.allclose(images, (stored.unsqueeze(1).float() / 255 - 0.5) / 0.25)
+    images, _ = load_split(prepared, "test")
+    assert torch.allclose(images[:], (stored.float() / 255 - 0.5) / 0.25)
 
 
 def test_the_shorter_side_is_resized_then_the_centre_cropped_as_torchvision_does(own, tmp_path):
@@ -68,7 +68,7 @@ def test_the_shorter_side_is_resized_then_the_centre_cropped_as_torchvision_does
     own(source, "imagefolder", **{"data.image_size": [8, 8], "data.resize": 10})
     assert run("download").exit_code == 0 and run("prepare").exit_code == 0
     prepared = tmp_path / "work/data/prepared"
-    stored = torch.load(prepared / "test.pt", weights_only=True)["images"]
+    stored = torch.from_numpy(numpy.load(prepared / "test/images.npy"))
     first = sorted((source / "test").rglob("*.png"))[0]
     expected = v2.Compose([v2.Resize(10, antialias=True), v2.CenterCrop(8)])(read_image(first, Preprocessing()))
     assert stored.shape == (45, 3, 8, 8) and torch.equal(stored[0], expected)

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from pipeline.__main__ import STAGES
-from pipeline.data.prepared import DataInfo, load_split, model_inputs
+from pipeline.data.prepared import DataInfo, model_inputs
 from pipeline.formats.deployables import deployable_path
 from pipeline.formats.input_contract import read_contract
 from pipeline.measure.variants import deployable_runnable
 from pipeline.models.training import fit
-from tests.conftest import colour_images, write_image_folder, write_params
+from tests.conftest import colour_images, whole_split, write_image_folder, write_params
 from tests.test_cli import Exploit, assert_clean_failure, run
 from tests.test_own_data import own_params
 from tests.test_pipeline import commit, make_repo, sh
@@ -186,7 +186,7 @@ def test_predict_feeds_the_deployable_as_evaluation_does(exported_repo):
     )
     deployable = deployable_path(exported_repo / "models/int8_static")
     data, engine = read_contract(deployable)
-    images, labels = load_split(exported_repo / "data/prepared/test.pt")
+    images, labels = whole_split(exported_repo / "data/prepared", "test")
     with torch.inference_mode():
         expected = deployable_runnable(deployable, engine)(images).argmax(1)
     assert [name for _, name, _ in rows] == [data.classes[label] for label in expected]
@@ -215,5 +215,5 @@ def test_a_changed_image_reruns_the_data_stages(exported_repo):
     assert "download:" in status and "prepare:" not in status  # what download copies has not changed yet
     log = sh("dvc", "repro", "prepare", cwd=exported_repo)  # the data stages only: what follows is status's to name
     assert "Running stage 'download'" in log and "Running stage 'prepare'" in log
-    assert len(load_split(exported_repo / "data/prepared/train.pt")[1]) == 91
+    assert len(whole_split(exported_repo / "data/prepared", "train")[1]) == 91
     assert "train:" in sh("dvc", "status", cwd=exported_repo)

@@ -27,7 +27,7 @@ def edited(tmp_path, old: str, new: str):
         ("  epochs: 2\n", "", "missing key 'qat.epochs'"),
         ("  epochs: 10", "  epochs: '10'", "train.epochs: Input should be a valid integer"),
         ("  epochs: 10", "  epochs: -1", "train.epochs: Input should be greater than or equal to 0"),
-        ("  epochs: 2", "  epochs: 0", "qat.epochs: Input should be greater than 0"),
+        ("  epochs: 2", "  epochs: -1", "qat.epochs: Input should be greater than or equal to 0"),
         ("  batch_size: 64", "  batch_size: -8", "train.batch_size: Input should be greater than 0"),
         ("  lr: 0.001", "  lr: [0.001]", "train.lr: Input should be a valid number"),
         (

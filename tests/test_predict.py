@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from pipeline.backends.loading import load_module
-from pipeline.data.prepared import load_split
 from pipeline.formats.openvino import onnx_to_openvino
-from tests.conftest import png_claiming
+from tests.conftest import png_claiming, whole_split
 from tests.test_cli import assert_clean_failure, run
 
 
@@ -26,13 +25,13 @@ def test_predict_reads_png_pixels_the_way_the_model_was_trained(trained, tmp_pat
     """Raw 0-255 PNG pixels: `predict` applies the recorded scaling, so its classes are the int8 model's own on
     the prepared images, and the names are the data set's."""
     monkeypatch.chdir(trained)
-    stored = torch.load(trained / "data/prepared/test.pt", weights_only=True)["images"][:20]
-    folder = write_pngs(stored.numpy(), tmp_path / "pngs")
+    stored = numpy.load(trained / "data/prepared/test/images.npy")[:20, 0]
+    folder = write_pngs(stored, tmp_path / "pngs")
     result = run("predict", "models/int8_static", str(folder))
     assert result.exit_code == 0, result.output
     names = [line.split("\t")[1] for line in result.output.strip().splitlines()]
     model, _ = load_module(trained / "models/int8_static")
-    images, _ = load_split(trained / "data/prepared/test.pt")
+    images, _ = whole_split(trained / "data/prepared", "test")
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     with torch.inference_mode():
         assert names == [classes[label] for label in model(images[:20]).argmax(1)]
@@ -64,8 +63,8 @@ def test_predict_runs_a_runtime_file(trained, tmp_path, monkeypatch, runtime_fil
     shutil.copytree(trained / "models/int8_static", folder)
     if runtime_file == "model.xml":
         onnx_to_openvino(folder / "model.onnx", {}, folder / "model.xml")
-    stored = torch.load(trained / "data/prepared/test.pt", weights_only=True)["images"][:20]
-    pngs = write_pngs(stored.numpy(), tmp_path / "pngs")
+    stored = numpy.load(trained / "data/prepared/test/images.npy")[:20, 0]
+    pngs = write_pngs(stored, tmp_path / "pngs")
     pytorch, runtime = (run("predict", str(model), str(pngs)) for model in (folder, folder / runtime_file))
     assert runtime.exit_code == 0, runtime.output
     assert runtime.output.count("\n") == 20

@@ -11,14 +11,13 @@ from pipeline.backends import pt2e
 from pipeline.backends.eager.modules import quantize_static, static_qconfig, use_engine
 from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import StaticRecipe
-from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.torch_export import load_archive, write_archive
 from pipeline.measure.latency import compiled
 from pipeline.measure.sizes import floor_bytes
 from pipeline.models.architectures import CNN, accuracy, predict
 from pipeline.models.training import fit
-from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, ROOT
+from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, ROOT, whole_split
 
 RECIPE = StaticRecipe("pt2e", "x86", fused=True, observer="minmax", per_channel=True, symmetric_activations=False)
 
@@ -30,7 +29,7 @@ def save_variant(graph, arch: dict, folder) -> None:
 
 @pytest.fixture(scope="module")
 def data(trained):
-    return load_split(trained / "data/prepared/calib.pt"), load_split(trained / "data/prepared/test.pt")
+    return whole_split(trained / "data/prepared", "calib"), whole_split(trained / "data/prepared", "test")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +139,7 @@ def test_dynamic_quantizes_every_linear(fp32, data):
 
 
 def test_qat_on_a_cnn_folds_bn_and_freezes_it(trained):
-    images, labels = (tensor[:192] for tensor in load_split(trained / "data/prepared/train.pt"))
+    images, labels = (tensor[:192] for tensor in whole_split(trained / "data/prepared", "train"))
     torch.manual_seed(0)
     model = CNN([4, 8], *IDX_SHAPE)
     fit(model, images, labels, epochs=1, batch_size=32, lr=0.01, seed=0)

@@ -21,19 +21,18 @@ from pipeline.backends.eager.modules import (
 from pipeline.backends.loading import load_module
 from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe
-from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import Fp32Model, save_trained
 from pipeline.formats.fp32_export import export_fp32
 from pipeline.formats.torchscript import load_deployable
 from pipeline.measure.sizes import measure_size
 from pipeline.models.architectures import CNN, MLP, accuracy, predict
 from pipeline.models.training import fit
-from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, eager_static_recipe, save_eager
+from tests.conftest import IDX_ARCH, IDX_INFO, IDX_SHAPE, eager_static_recipe, save_eager, whole_split
 
 
 @pytest.fixture(scope="module")
 def data(trained):
-    return load_split(trained / "data/prepared/train.pt"), load_split(trained / "data/prepared/test.pt")
+    return whole_split(trained / "data/prepared", "train"), whole_split(trained / "data/prepared", "test")
 
 
 def test_fp32_model_learns(trained, data):

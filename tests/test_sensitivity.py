@@ -13,13 +13,12 @@ from pipeline.backends.interface import Calibration
 from pipeline.backends.loading import load_module
 from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import backend_named, conversion_recipe
-from pipeline.data.prepared import load_split
 from pipeline.errors import PipelineError
 from pipeline.measure.sensitivity import layer_sensitivity
 from pipeline.models.architectures import accuracy
 from pipeline.params import Params
 from pipeline.safe_io import load_json
-from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, write_params
+from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, whole_split, write_params
 from tests.test_cli import run
 
 
@@ -36,7 +35,7 @@ def fragile(trained):
         model.layers[0].bias[0] = -1
         model.layers[2].weight[:, 0] = 1000
     use_engine("x86")
-    return model, static_qconfig("minmax", False, "x86"), load_split(trained / "data/prepared/calib.pt")
+    return model, static_qconfig("minmax", False, "x86"), whole_split(trained / "data/prepared", "calib")
 
 
 def recipe(fragile, backend="eager"):

@@ -10,7 +10,7 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.measure.variants import load_variant
 from pipeline.models.architectures import build
-from tests.conftest import tiny_params, write_dataset, write_params
+from tests.conftest import tiny_params, whole_split, write_dataset, write_params
 from tests.test_cli import assert_clean_failure, run
 
 TINY_VIT = {"patch_size": 7, "depth": 1, "heads": 2, "width": 16, "mlp_width": 32}
@@ -146,7 +146,7 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     from pipeline.backends.openvino import OpenVinoStatic
     from pipeline.backends.recipes import StaticRecipe
     from pipeline.backends.registry import backend_named
-    from pipeline.data.prepared import load_split, read_info
+    from pipeline.data.prepared import read_info
     from pipeline.formats.fp32 import read_fp32
     from pipeline.measure.sensitivity import op_type_sensitivity
 
@@ -171,7 +171,7 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
 
     if backend == "openvino":  # the ranking itself is the backends' common code: once is enough
         return
-    images, labels = load_split(vit / "data/prepared/test.pt")
+    images, labels = whole_split(vit / "data/prepared", "test")
     rows = op_type_sensitivity(fp32, tmp_path / "static", recipe, calibration, data, images[:64], labels[:64])
     assert [row["op_type"] for row in rows] != [] and {row["op_type"] for row in rows} == set(quantized)
     assert [row["won_back"] for row in rows] == sorted((row["won_back"] for row in rows), reverse=True)

@@ -10,11 +10,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
-import torch
 from torch import nn
 
 from pipeline.backends.recipes import DynamicRecipe, Options, QatRecipe, Recipe, StaticRecipe
-from pipeline.data.prepared import DataInfo
+from pipeline.data.prepared import AnyImages, DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 
@@ -24,9 +23,9 @@ PARAMS_KEYS = {"per_channel": "quantize.per_channel", "fused": "static.fuse", "o
 
 @dataclass(frozen=True)
 class Calibration:
-    """The images static quantization observes, fed in `batches` batches."""
+    """The images static quantization observes, fed in `batches` batches (read from their file batch by batch)."""
 
-    images: torch.Tensor
+    images: AnyImages
     batches: int
 
 
@@ -35,7 +34,7 @@ class Conversion(Protocol):
     with and what the `static.max_accuracy_drop` search tries (`pipeline.backends.mixed_precision`)."""
 
     model: nn.Module
-    images: torch.Tensor
+    images: AnyImages
 
     def layers(self) -> list[str]: ...
 
@@ -43,7 +42,7 @@ class Conversion(Protocol):
 
     def only_int8(self, name: str) -> nn.Module: ...
 
-    def noise(self, names: list[str], images: torch.Tensor) -> dict[str, dict]:
+    def noise(self, names: list[str], images: AnyImages) -> dict[str, dict]:
         """Per layer, what the int8 model's weights and outputs lose against FP32 (SQNR), where it can tell."""
 
 

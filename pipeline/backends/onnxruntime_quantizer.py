@@ -128,7 +128,7 @@ class Batches:
     """ONNX Runtime's calibration reader: the calibration images in `batches` batches, as PyTorch is fed."""
 
     def __init__(self, name: str, images: torch.Tensor, batches: int):
-        self.name, self.chunks = name, iter(images.chunk(batches))
+        self.name, self.chunks = name, (images[rows] for rows in torch.arange(len(images)).chunk(batches))
 
     def get_next(self) -> dict | None:
         chunk = next(self.chunks, None)

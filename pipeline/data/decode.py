@@ -7,6 +7,7 @@ and their centre cropped to the size, as the `transforms()` of torchvision's wei
 """
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,24 @@ class Preprocessing:
         return F.center_crop(F.resize(images, self.resize, antialias=True), list(self.size))
 
 
+@dataclass(frozen=True)
+class SourceSplit:
+    """One split of a source: its int64 labels, and `read(rows)`, the images of those rows (n, C, H, W) as uint8
+    pixels or floats, preprocessed."""
+
+    labels: torch.Tensor
+    read: Callable[[torch.Tensor], torch.Tensor]
+
+    def batches(self, rows: torch.Tensor, size: int):
+        """The images of `rows`, `size` at a time."""
+        return (self.read(batch) for batch in rows.split(size))
+
+
+def in_memory(images: torch.Tensor, labels: torch.Tensor, preprocessing: Preprocessing) -> SourceSplit:
+    """A split whose images a source decoded whole (IDX files, tensor files), preprocessed a batch at a time."""
+    return SourceSplit(labels, lambda rows: preprocessing.apply(images[rows]))
+
+
 def read_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
     """One image file as uint8 (C, H, W), grey or RGB as `preprocessing.channels` says (None: the file's own), at
     its size."""
@@ -65,12 +84,12 @@ def read_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
     return preprocessing.apply(F.pil_to_tensor(pixels))
 
 
-def stack(images: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:
-    """Images of one shape as a batch; an image of another shape than the first is an error naming both files."""
-    odd = next((index for index, image in enumerate(images) if image.shape != images[0].shape), None)
+def stack(images: list[torch.Tensor], paths: list[Path], first: Path, shape: torch.Size) -> torch.Tensor:
+    """Images of the shape of the split's first, `first`, as a batch; another shape is an error naming both files."""
+    odd = next((index for index, image in enumerate(images) if image.shape != shape), None)
     if odd is not None:
         raise PipelineError(
-            f"{paths[odd]}: image of {list(images[odd].shape)} (channels, height, width), but {paths[0].name} is "
-            f"{list(images[0].shape)}; set data.channels and data.image_size"
+            f"{paths[odd]}: image of {list(images[odd].shape)} (channels, height, width), but {first.name} is "
+            f"{list(shape)}; set data.channels and data.image_size"
         )
     return torch.stack(images)

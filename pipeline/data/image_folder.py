@@ -6,9 +6,8 @@ ImageFolder sorts them) come from the folders, and train and test must name the 
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from pipeline.data.decode import IMAGE_SUFFIXES, Preprocessing, read_image, stack
+from pipeline.data.decode import IMAGE_SUFFIXES, Preprocessing, SourceSplit, read_image, stack
 from pipeline.errors import PipelineError
 
 SPLITS = ("train", "test")
@@ -44,13 +43,24 @@ def image_files(class_dir: Path) -> list[Path]:
     return files
 
 
-def read_split(split_dir: Path, classes: tuple[str, ...], preprocessing: Preprocessing) -> dict:
-    """Every image of one split, decoded once: uint8 (N, C, H, W), and int64 labels in the order of `classes`."""
+class ImageFiles:
+    """Rows of a split's image files, decoded when asked for; each must have the shape of the first decoded."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing):
+        self.paths, self.preprocessing, self.first = paths, preprocessing, None
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        paths = [self.paths[row] for row in rows.tolist()]
+        images = [read_image(path, self.preprocessing) for path in paths]
+        self.first = self.first or (paths[0], images[0].shape)
+        return stack(images, paths, *self.first)
+
+
+def read_split(split_dir: Path, classes: tuple[str, ...], preprocessing: Preprocessing) -> SourceSplit:
+    """One split's labels, in the order of `classes`, and its files, decoded when read."""
     labelled = [(path, label) for label, name in enumerate(classes) for path in image_files(split_dir / name)]
-    paths = [path for path, _ in labelled]
-    progress = tqdm(paths, desc=split_dir.name, leave=False, disable=None)
-    images = [read_image(path, preprocessing) for path in progress]
-    return {"images": stack(images, paths), "labels": torch.tensor([label for _, label in labelled])}
+    labels = torch.tensor([label for _, label in labelled])
+    return SourceSplit(labels, ImageFiles([path for path, _ in labelled], preprocessing))
 
 
 def read_image_folder(root: Path, preprocessing: Preprocessing) -> tuple[dict, tuple[str, ...]]:

@@ -1,13 +1,14 @@
-"""The splits a data source holds, decoded: the published IDX sets, an image folder or tensor files, each brought to
+"""The splits a data source holds: the published IDX sets, an image folder or tensor files, each brought to
 `data.channels` and `data.image_size` where these are set, and described (`DataInfo`) for the models built on them.
-`prepare` writes what this reads (`pipeline.data.prepared`).
+A split's labels are known at once; its images are decoded only when `prepare` asks for some rows, a batch at a
+time, and written to the prepared data (`pipeline.data.prepared`).
 """
 
 from pathlib import Path
 
 import torch
 
-from pipeline.data.decode import Preprocessing
+from pipeline.data.decode import Preprocessing, SourceSplit, in_memory
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import read_image_folder
 from pipeline.data.prepared import DataInfo
@@ -17,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import DataParams
 
 
-def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> dict[str, torch.Tensor]:
+def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, H, W) uint8 and labels (N,) int64 of an IDX pair, checked against each other."""
     images = read_idx(raw_dir / images_file, ndim=3)
     labels = read_idx(raw_dir / labels_file, ndim=1)
@@ -29,15 +30,13 @@ def read_split(raw_dir: Path, images_file: str, labels_file: str, classes: int) 
         raise PipelineError(f"{raw_dir / labels_file}: holds no examples")
     if labels.max() >= classes:
         raise PipelineError(f"{raw_dir / labels_file}: label {int(labels.max())} is outside 0..{classes - 1}")
-    return {"images": images.unsqueeze(1), "labels": labels.long()}
+    return images.unsqueeze(1), labels.long()
 
 
 def read_idx_dataset(raw_dir: Path, name: str, preprocessing: Preprocessing) -> tuple[dict, tuple[str, ...]]:
     classes = registry()[name].classes
     splits = {split: read_split(raw_dir, *files, len(classes)) for split, files in SPLIT_FILES.items()}
-    for split in splits.values():
-        split["images"] = preprocessing.apply(split["images"])
-    return splits, classes
+    return {split: in_memory(*pair, preprocessing) for split, pair in splits.items()}, classes
 
 
 def preprocessing_of(data: DataParams) -> Preprocessing:
@@ -54,8 +53,8 @@ def preprocessing_of(data: DataParams) -> Preprocessing:
     return Preprocessing(data.channels, tuple(data.image_size) if data.image_size else None, data.resize)
 
 
-def read_source(raw_dir: Path, data: DataParams) -> tuple[dict, tuple[str, ...]]:
-    """The train and test splits, images (N, C, H, W), and the class names, from whichever source data.dataset is."""
+def read_source(raw_dir: Path, data: DataParams) -> tuple[dict[str, SourceSplit], tuple[str, ...]]:
+    """The train and test splits and the class names, from whichever source data.dataset is."""
     preprocessing = preprocessing_of(data)
     if data.dataset == "imagefolder":
         return read_image_folder(raw_dir, preprocessing)
@@ -64,15 +63,11 @@ def read_source(raw_dir: Path, data: DataParams) -> tuple[dict, tuple[str, ...]]
     return read_idx_dataset(raw_dir, data.dataset, preprocessing)
 
 
-def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: Path) -> DataInfo:
+def describe(shapes: dict[str, list[int]], classes: tuple[str, ...], data: DataParams, source: Path) -> DataInfo:
     """What the models will be built for: the splits' common image shape, the classes, the normalization."""
-    shapes = {name: list(split["images"].shape[1:]) for name, split in splits.items()}
     if shapes["train"] != shapes["test"]:
         raise PipelineError(f"{source}: train images are {shapes['train']} but test images {shapes['test']}")
     channels, height, width = shapes["train"]
-    for name, split in splits.items():
-        if split["labels"].max() >= len(classes):
-            raise PipelineError(f"{source}: {name} has label {int(split['labels'].max())} for {len(classes)} classes")
     if (data.mean is None) != (data.std is None):
         raise PipelineError("data.mean and data.std: set both or neither")
     if data.mean is not None and not len(data.mean) == len(data.std) == channels:
@@ -81,8 +76,7 @@ def describe(splits: dict, classes: tuple[str, ...], data: DataParams, source: P
     return DataInfo(data.dataset, channels, height, width, classes, mean, std, data.resize)
 
 
-def stored(split: dict) -> dict:
-    """As written: one-channel images without their channel axis (what `load_split` expects), floats as float32."""
-    images = split["images"]
-    images = images.squeeze(1) if images.shape[1] == 1 else images
-    return {"images": images if images.dtype == torch.uint8 else images.float(), "labels": split["labels"]}
+def check_labels(splits: dict[str, SourceSplit], classes: tuple[str, ...], source: Path) -> None:
+    for name, split in splits.items():
+        if split.labels.max() >= len(classes):
+            raise PipelineError(f"{source}: {name} has label {int(split.labels.max())} for {len(classes)} classes")

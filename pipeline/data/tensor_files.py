@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.decode import Preprocessing
+from pipeline.data.decode import Preprocessing, SourceSplit, in_memory
 from pipeline.errors import PipelineError
 from pipeline.safe_io import load_torch
 
@@ -16,7 +16,7 @@ SPLIT_FILES = {"train": "train.pt", "test": "test.pt"}
 IMAGE_TYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def read_split(path: Path, preprocessing: Preprocessing) -> dict:
+def read_split(path: Path) -> dict:
     split = load_torch(path)
     images, labels = split.get("images"), split.get("labels")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype not in IMAGE_TYPES:
@@ -29,7 +29,7 @@ def read_split(path: Path, preprocessing: Preprocessing) -> dict:
         raise PipelineError(f"{path}: labels must be non-empty and count from 0")
     if images.is_floating_point():
         images = images.float()
-    return {"images": preprocessing.apply(images), "labels": labels, "classes": split.get("classes")}
+    return {"images": images, "labels": labels, "classes": split.get("classes")}
 
 
 def class_names(splits: dict, root: Path) -> tuple[str, ...]:
@@ -46,8 +46,8 @@ def class_names(splits: dict, root: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def read_tensor_files(root: Path, preprocessing: Preprocessing) -> tuple[dict, tuple[str, ...]]:
+def read_tensor_files(root: Path, preprocessing: Preprocessing) -> tuple[dict[str, SourceSplit], tuple[str, ...]]:
     """The train and test splits of a tensor-file folder, and its class names."""
-    splits = {name: read_split(root / file, preprocessing) for name, file in SPLIT_FILES.items()}
+    splits = {name: read_split(root / file) for name, file in SPLIT_FILES.items()}
     classes = class_names(splits, root)
-    return {name: {"images": s["images"], "labels": s["labels"]} for name, s in splits.items()}, classes
+    return {name: in_memory(s["images"], s["labels"], preprocessing) for name, s in splits.items()}, classes

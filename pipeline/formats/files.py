@@ -17,6 +17,7 @@ from pipeline.errors import PipelineError
 
 EAGER_FILE, TORCHSCRIPT_FILE, EXPORTED_FILE = "model.pt", "model.ts", "model.pt2"
 ONNX_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
+LEFT_OUT_FILE = "left_out.json"  # in a variant's folder instead of a model: why the variant was not made
 SETTINGS_KEY = "quantlab"  # the metadata entry (ONNX) or rt_info entry (OpenVINO) holding kind, arch and recipe
 
 

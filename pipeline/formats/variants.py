@@ -12,13 +12,13 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.data.prepared import DataInfo
-from pipeline.formats.files import EAGER_FILE, TORCHSCRIPT_FILE
+from pipeline.formats.files import EAGER_FILE, LEFT_OUT_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.input_contract import write_contract
 from pipeline.formats.onnx import export_onnx
 from pipeline.formats.openvino import onnx_to_openvino
 from pipeline.formats.torchscript import save_deployable
 from pipeline.models.architectures import example_input
-from pipeline.safe_io import atomic_dir, save_torch
+from pipeline.safe_io import atomic_dir, load_json, save_json, save_torch
 
 # Writes one file of a variant into its temporary folder, given the settings every file records.
 Writer = Callable[[dict, Path], None]
@@ -56,3 +56,15 @@ def openvino_writer(source: str) -> Writer:
 
 def int8_settings(arch: dict, recipe) -> dict:
     return {"kind": "int8", "arch": arch, "recipe": recipe.settings()}
+
+
+def save_left_out(reason: str, folder: Path) -> None:
+    """A variant's folder saying why it was not made (e.g. `qat.epochs: 0`), in place of a model."""
+    with atomic_dir(folder) as temporary:
+        save_json({"left_out": reason}, temporary / LEFT_OUT_FILE)
+
+
+def left_out_reason(folder: Path) -> str | None:
+    """Why the variant in `folder` was not made, or None where it was."""
+    path = folder / LEFT_OUT_FILE
+    return str(load_json(path).get("left_out")) if path.is_file() else None

@@ -5,11 +5,13 @@ import torch
 from torch import nn
 
 from pipeline.affine import sqnr_db
+from pipeline.data.prepared import AnyImages, outputs_in_batches
 
 
 @torch.inference_mode()
-def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    return torch.cat([model(batch) for batch in images.split(batch_size)])
+def logits(model: nn.Module, images: AnyImages) -> torch.Tensor:
+    """The model's outputs for `images` (a tensor or a prepared split's `Images`), a batch at a time."""
+    return outputs_in_batches(model, images)
 
 
 def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:

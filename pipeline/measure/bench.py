@@ -26,7 +26,7 @@ from pipeline.formats.fp32 import read_fp32, save_trained
 from pipeline.formats.fp32_export import export_fp32
 from pipeline.markdown import row_line, table
 from pipeline.measure.latency import best_of, example_batch, time_models
-from pipeline.measure.variants import load_variant
+from pipeline.measure.variants import load_variant, runtime_label
 from pipeline.models.architectures import architecture, build
 from pipeline.params import Params
 from pipeline.runtimes import RUNTIMES
@@ -85,19 +85,21 @@ def on_runtime(forms: dict, runtime: str) -> dict:
 def bench_tables(params: Params, archs: list[str], engines, backends, timing, data: DataInfo):
     """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own, on random
     images of the data's shape (seeded), which also calibrate static int8."""
-    images = torch.rand(max(timing.batch_sizes), *data.input_shape, generator=torch.Generator().manual_seed(0))
+    count = max(*timing.batch_sizes, params.calibration.batches)  # one image at least for each calibration batch
+    images = torch.rand(count, *data.input_shape, generator=torch.Generator().manual_seed(0))
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
     fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
-    lines, fp32_lines = table(header, []), table(fp32_header, [])
+    lines, fp32_lines, choices = table(header, []), table(fp32_header, []), []
     for name in archs:
         arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
         with tempfile.TemporaryDirectory() as workdir:
-            rows, fp32_rows = bench_arch(
+            rows, fp32_rows, arch_choices = bench_arch(
                 arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir), data
             )
         lines += rows
         fp32_lines += fp32_rows
-    return fp32_lines, lines
+        choices += arch_choices
+    return fp32_lines, lines, choices
 
 
 def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path, data: DataInfo):
@@ -121,7 +123,10 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
         on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
         cells = [cell(best_of(found)[key]) if found else "left out" for found in on]
         fp32_rows.append(row_line([arch["name"], key.removeprefix("batch_"), *cells]))
-    rows = []
+    rows, choices = [], []
+    for key, fp32_best in fastest_fp32.items():
+        int8 = {name: best_of(found)[key] for name, found in timed.items() if name != "fp32"}
+        choices.append(deploy_line(arch["name"], key, fp32_best, int8))
     for backend, runtime in itertools.product(setups, EVERY_RUNTIME):
         on = {method: on_runtime(timed.get((backend, method), {}), runtime) for method in ("dynamic", "static")}
         if not any(on.values()):
@@ -133,4 +138,19 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
             row += [f"{fp32_best['median_ms'] / entry['median_ms']:.2f}" if entry else "-" for entry in best.values()]
             rows.append(row_line(row))
             typer.echo(rows[-1])
-    return rows, fp32_rows
+    return rows, fp32_rows, choices
+
+
+def deploy_line(arch: str, key: str, fp32: dict, int8: dict[tuple[str, str], dict]) -> str:
+    """What to deploy for one architecture at one batch size: the fastest int8 of any backend on any runtime, if
+    it beats the fastest FP32, else FP32."""
+    batch = key.replace("_", " ")
+    fp32_form = f"FP32 on {runtime_label(fp32['form'])} ({fp32['median_ms']:.3f} ms)"
+    if not int8:
+        return f"- {arch}, {batch}: {fp32_form}; no int8 was made"
+    (backend, method), best = min(int8.items(), key=lambda item: item[1]["median_ms"])
+    speedup = fp32["median_ms"] / best["median_ms"]
+    made = f"{method} int8 by {backend} on {runtime_label(best['form'])} ({best['median_ms']:.3f} ms)"
+    if speedup <= 1:
+        return f"- {arch}, {batch}: {fp32_form}; the fastest int8, {made}, is {speedup:.2f}x"
+    return f"- {arch}, {batch}: {made}, {speedup:.2f}x the fastest {fp32_form}"

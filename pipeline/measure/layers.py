@@ -20,6 +20,7 @@ from pipeline.backends.eager.modules import (
 )
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import StaticRecipe
+from pipeline.data.prepared import in_parts
 
 HISTOGRAM_BINS = 40
 DIFFERENCES = (
@@ -87,7 +88,7 @@ def batch_ranges(model: nn.Module, names: list[str], images: torch.Tensor, batch
         return hook
 
     handles = [modules[name].register_forward_hook(record(name)) for name in names]
-    for batch in images.tensor_split(batches):
+    for batch in in_parts(images, batches):
         model(batch)
     for handle in handles:
         handle.remove()

@@ -21,6 +21,7 @@ from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE
 
 SETS_FILE = Path("docs/results.yaml")
 INT8 = list(INT8_MODELS)
+LEFT_OUT = "left out"
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ def render(results: ResultSet, experiments: dict[str, Experiment]) -> str:
     return "\n\n".join(sections)
 
 
+def made_int8(experiment: Experiment) -> list[str]:
+    """The int8 variants the experiment made (`qat.epochs: 0` leaves QAT out)."""
+    return [name for name in INT8 if name in experiment.metrics]
+
+
 def settings_cell(settings: list[str]) -> str:
     return " ".join(f"`{setting}`" for setting in settings) or "defaults"
 
@@ -138,7 +144,10 @@ def accuracy_rows(experiments: dict[str, Experiment]) -> list[list[str]]:
     rows = []
     for run, experiment in experiments.items():
         metrics = experiment.metrics
-        cells = [f"{metrics[name]['accuracy']:.4f}, {change_cell(metrics[name]['vs_fp32'])}" for name in INT8]
+        cells = [
+            f"{metrics[name]['accuracy']:.4f}, {change_cell(metrics[name]['vs_fp32'])}" if name in metrics else LEFT_OUT
+            for name in INT8
+        ]
         rows.append([run, settings_cell(experiment.settings), f"{metrics['fp32']['accuracy']:.4f}", *cells])
     return rows
 
@@ -148,13 +157,17 @@ def speed_table(experiments: dict[str, Experiment]) -> list[str]:
     per_batch = " / ".join(batch.replace("_", " ") for batch in batches)
     rows = []
     for run, experiment in experiments.items():
-        forms = {name: experiment.details[name]["best_form"] for name in ("fp32", *INT8)}
-        speedups = {name: experiment.metrics[name]["vs_fp32"]["speedup"] for name in INT8}
-        fastest = [max(INT8, key=lambda name: speedups[name][batch]) for batch in batches]
+        made = made_int8(experiment)
+        forms = {name: experiment.details[name]["best_form"] for name in ("fp32", *made)}
+        speedups = {name: experiment.metrics[name]["vs_fp32"]["speedup"] for name in made}
+        fastest = [max(made, key=lambda name: speedups[name][batch]) for batch in batches]
         rows.append(
             [
                 run,
-                *(" / ".join(f"{speedups[name][batch]:.2f}x" for batch in batches) for name in INT8),
+                *(
+                    " / ".join(f"{speedups[name][batch]:.2f}x" for batch in batches) if name in made else LEFT_OUT
+                    for name in INT8
+                ),
                 " / ".join(forms["fp32"][batch] for batch in batches),
                 " / ".join(
                     f"{name} on {forms[name][batch]}, {speedups[name][batch]:.2f}x"
@@ -173,6 +186,9 @@ def size_rows(experiments: dict[str, Experiment]) -> list[list[str]]:
         fp32 = details["fp32"]
         cells = [f"{fp32['deploy_size_bytes'] / 1000:.1f} KB, {fp32['deploy_floor_ratio']:.2f}x floor"]
         for name in INT8:
+            if name not in details:
+                cells.append(LEFT_OUT)
+                continue
             entry = details[name]
             smaller = 1 / entry["vs_fp32"]["deploy_size_ratio"]  # as the report shows it
             cells.append(
@@ -187,7 +203,7 @@ def files_table(experiments: dict[str, Experiment]) -> list[str]:
     files = {
         (run, name): experiment.details[name]["files"]
         for run, experiment in experiments.items()
-        for name in ("fp32", *INT8)
+        for name in ("fp32", *made_int8(experiment))
     }
     kinds = list(dict.fromkeys(kind for variant_files in files.values() for kind in variant_files))
     rows = [

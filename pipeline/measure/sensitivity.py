@@ -18,7 +18,7 @@ from pipeline.backends.interface import Calibration, Conversion
 from pipeline.backends.mixed_precision import points
 from pipeline.backends.recipes import StaticRecipe
 from pipeline.backends.registry import backend_of
-from pipeline.data.prepared import DataInfo
+from pipeline.data.prepared import DataInfo, first
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.measure.variants import accuracy_of, static_accuracy
 from pipeline.models.architectures import accuracy
@@ -30,7 +30,7 @@ def layer_sensitivity(recipe: Conversion, images: torch.Tensor, labels: torch.Te
     """One row per quantizable layer, most sensitive first (largest drop when only it is int8)."""
     baseline = accuracy(recipe.model, images, labels)
     names = recipe.layers()
-    noise = recipe.noise(names, images[:ACTIVATION_IMAGES])
+    noise = recipe.noise(names, first(images, ACTIVATION_IMAGES))
     rows = [
         {
             "layer": name,

@@ -15,7 +15,7 @@ def summary_row(name: str, entry: dict, batch_keys: list[str]) -> list[str]:
         f"{entry['accuracy']:.4f}",
         change_cell(ratios) if ratios else "",
         f"{entry['agreement'] * 100:.2f}%" if ratios else "",
-        f"{entry['logit_sqnr_db']:.1f}" if ratios else "",
+        f"{entry['logit_sqnr_db']:.1f}" if ratios and entry["logit_sqnr_db"] is not None else "",
         f"{entry['deploy_size_bytes'] / 1000:.1f}",
         f"{1 / ratios['deploy_size_ratio']:.2f}" if ratios else "",
         f"{entry['deploy_floor_ratio']:.2f}",
@@ -45,7 +45,7 @@ def summary_markdown(metrics: dict) -> str:
     for key in batch_keys:
         label = key.replace("_", " ")
         header += [f"{label} median / p90 (ms)", f"{label} best form", f"{label} x faster"]
-    lines = table(header, [summary_row(name, metrics[name], batch_keys) for name in VARIANTS])
+    lines = table(header, [summary_row(name, metrics[name], batch_keys) for name in VARIANTS if name in metrics])
     env = metrics["environment"]
     cuda = metrics["fp32_cuda"]
     machine = (
@@ -54,7 +54,9 @@ def summary_markdown(metrics: dict) -> str:
         "compare the best form of each model on any runtime. "
         f"FP32 on CUDA: {cuda if isinstance(cuda, str) else cuda['latency_ms']}."
     )
-    return "# Quantization summary\n\n" + "\n".join(lines) + "\n\n" + machine + fusion_line(metrics) + "\n"
+    left_out = "".join(f"\n{name}: {reason}." for name, reason in metrics.get("variants_left_out", {}).items())
+    body = "\n".join(lines) + "\n" + left_out
+    return "# Quantization summary\n\n" + body + "\n" + machine + fusion_line(metrics) + "\n"
 
 
 def fusion_line(metrics: dict) -> str:
@@ -98,6 +100,7 @@ def kernels_line(metrics: dict) -> str:
     shares = {
         f"{name} on {runtime}": share
         for name in VARIANTS
+        if name in metrics
         for runtime, share in metrics[name].get("kernel_agreement", {}).items()
     }
     if not shares:

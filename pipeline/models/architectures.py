@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from pipeline.data.prepared import DataInfo
+from pipeline.data.prepared import AnyImages, DataInfo, outputs_in_batches
 from pipeline.errors import PipelineError
 from pipeline.models.torchvision_zoo import ARCHITECTURES, build_torchvision, build_vit
 from pipeline.params import TrainParams
@@ -106,11 +106,11 @@ def example_input(arch: dict, batch: int = 1) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted class for each image, in batches to bound memory."""
+def predict(model: nn.Module, images: AnyImages) -> torch.Tensor:
+    """Predicted class for each image (a tensor or a prepared split's `Images`), a batch at a time."""
     device = next(model.parameters(), torch.empty(0)).device
-    return torch.cat([model(batch.to(device)).argmax(1).cpu() for batch in images.split(batch_size)])
+    return outputs_in_batches(lambda batch: model(batch.to(device)).argmax(1).cpu(), images)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model: nn.Module, images: AnyImages, labels: torch.Tensor) -> float:
     return (predict(model, images) == labels).sum().item() / len(labels)

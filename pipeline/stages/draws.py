@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
-from pipeline.data.prepared import draw_calibration, load_split, read_info
+from pipeline.data.prepared import draw_calibration, load_split, read_info, test_subset
 from pipeline.formats.deployables import read_runtime_settings
 from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
@@ -36,7 +36,7 @@ def command(
     params_file: ParamsOption = PARAMS_FILE,
     fp32_folder: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 model folder"),
     static_folder: Path = typer.Option(INT8_MODELS["static"], "--static", help="the static int8 variant's folder"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt, dataset.json"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     out: Path = typer.Option(DRAWS_FILE, "--out", help="the spread over the draws (metrics JSON)"),
     plot_out: Path = typer.Option(PLOT_FILE, "--plot", help="each draw's accuracy (plot JSON)"),
 ) -> None:
@@ -47,12 +47,12 @@ def command(
     require_kind(settings, "int8", static_folder)
     recipe, data = recipe_of(settings, static_folder), read_info(data_dir)
     backend, fp32 = backend_of(recipe), read_fp32(fp32_folder)
-    train = dict(zip(("images", "labels"), load_split(data_dir / "train.pt")))
-    images, labels = load_split(data_dir / "test.pt")
+    train = load_split(data_dir, "train")[0]
+    images, labels = test_subset(*load_split(data_dir, "test"), calibration.draw_test_images, params.seed)
     reference = accuracy_of(fp32_folder, images, labels)
     rows = []
     for draw in tqdm(range(1, calibration.draws + 1), desc="draws", disable=None):
-        subset = draw_calibration(train, calibration.size, params.seed + draw)["images"]
+        subset = train.subset(draw_calibration(len(train), calibration.size, params.seed + draw))
         drawn = Calibration(subset, calibration.batches)
         accuracy = static_accuracy(backend, fp32, recipe, drawn, data, images, labels)
         rows.append({"draw": draw, "accuracy": accuracy, "accuracy_change": round(accuracy - reference, 4)})

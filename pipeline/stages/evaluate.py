@@ -21,6 +21,7 @@ import typer
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_of
 from pipeline.data.prepared import load_split
+from pipeline.formats.variants import left_out_reason
 from pipeline.measure.accuracy import logits
 from pipeline.measure.latency import example_batch, time_models, unsaved_forms
 from pipeline.measure.machine import cuda_latency, environment
@@ -40,7 +41,7 @@ from pipeline.safe_io import save_json
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding test.pt and calib.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     metrics_out: Path = typer.Option(METRICS_FILE, "--metrics", help="headline metrics JSON to write"),
     details_out: Path = typer.Option(DETAILS_FILE, "--details", help="every measurement, as JSON"),
     plots_dir: Path = typer.Option(PLOTS_DIR, "--plots", help="folder for the plot data"),
@@ -48,11 +49,13 @@ def command(
     """Measure accuracy, size and latency of the FP32 model and every int8 variant."""
     params = load_params(params_file)
     settings = params.evaluate
-    images, labels = load_split(data_dir / "test.pt")
-    calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
+    images, labels = load_split(data_dir, "test")
+    calibration = Calibration(load_split(data_dir, "calib")[0], params.calibration.batches)
     torch.set_num_threads(settings.threads)
     probe = example_batch(images, settings.batch_sizes[0])
-    loaded = {name: load_variant(path, settings.threads, probe) for name, path in VARIANTS.items()}  # checked first
+    left_out = {name: reason for name, path in VARIANTS.items() if (reason := left_out_reason(path))}
+    made = {name: path for name, path in VARIANTS.items() if name not in left_out}
+    loaded = {name: load_variant(path, settings.threads, probe) for name, path in made.items()}  # checked first
     outputs = {name: logits(variant.scored, images) for name, variant in loaded.items()}
     forms = {name: variant.forms for name, variant in loaded.items()}
     static = loaded["static"].recipe
@@ -69,11 +72,12 @@ def command(
         if counterpart is not None
         else f"not measured: the {backend.name} backend fuses layers itself, always"
     )
-    best_int8 = max(INT8_MODELS, key=lambda name: results[name]["accuracy"])
+    best_int8 = max(INT8_MODELS.keys() & results.keys(), key=lambda name: results[name]["accuracy"])
     extra = {
         "best_int8": best_int8,
         "fp32_cuda": cuda_latency(loaded["fp32"].model, images, settings),
         "forms_left_out": {name: v.left_out for name, v in loaded.items() if v.left_out},
+        "variants_left_out": left_out,
         "environment": environment(settings.threads, backend),
     }
     save_json(headline(results, best_int8), metrics_out)

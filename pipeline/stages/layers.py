@@ -37,7 +37,7 @@ def write_not_applicable(reason: str) -> None:
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     fp32_file: Path = typer.Option(FP32_MODEL, "--fp32", help="the FP32 checkpoint"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
 ) -> None:
     """Recompute every layer's scales, zero points and int8 weights from scratch, and compare with PyTorch's."""
     params = load_params(params_file)
@@ -48,7 +48,7 @@ def command(
     # The static recipe of params.yaml through torch.ao, whichever backend made models/int8_static: its modules
     # hold every scale and int8 weight as a tensor to compare with.
     recipe = conversion_recipe(params, backend="eager")
-    calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
+    calibration = Calibration(load_split(data_dir, "calib")[0], params.calibration.batches)
     rows, histograms, summary = recompute(fp32, recipe, calibration)
     save_json(rows, LAYERS_FILE)
     save_json(histograms, HISTOGRAMS_FILE)

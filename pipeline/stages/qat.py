@@ -11,6 +11,7 @@ import typer
 from pipeline.backends.registry import planned
 from pipeline.data.prepared import load_split, read_info
 from pipeline.formats.fp32 import read_fp32
+from pipeline.formats.variants import save_left_out
 from pipeline.models.training import fit
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
@@ -19,14 +20,18 @@ from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to start from"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt and dataset.json"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     out: Path = typer.Option(INT8_MODELS["qat"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fine-tune the FP32 model with fake quantization, then convert it to int8."""
     params = load_params(params_file)
+    if params.qat.epochs == 0:
+        save_left_out("not made: qat.epochs is 0", out)
+        typer.echo("qat: left out (qat.epochs is 0)")
+        return
     backend, recipe = planned(params, "qat")
     fp32 = read_fp32(model_file)
-    images, labels = load_split(data_dir / "train.pt")
+    images, labels = load_split(data_dir, "train")
     torch.set_num_threads(params.train.threads)
     prepared = backend.prepare_qat(fp32, recipe)
 

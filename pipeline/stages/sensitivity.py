@@ -14,7 +14,7 @@ import typer
 
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import backend_named, conversion_recipe
-from pipeline.data.prepared import load_split, read_info
+from pipeline.data.prepared import load_split, read_info, test_subset
 from pipeline.formats.deployables import read_runtime_settings
 from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.measure.sensitivity import layer_sensitivity, op_type_sensitivity
@@ -30,7 +30,7 @@ OP_TYPES_FILE = PLOTS_DIR / OP_TYPES_PLOT
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt and test.pt"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     static_folder: Path = typer.Option(INT8_MODELS["static"], "--static", help="the static int8 variant's folder"),
     out: Path = typer.Option(SENSITIVITY_FILE, "--out", help="per-layer sensitivity (JSON)"),
     op_types_out: Path = typer.Option(OP_TYPES_FILE, "--op-types-out", help="per-op-type sensitivity (JSON)"),
@@ -40,8 +40,8 @@ def command(
     static = read_runtime_settings(static_folder)  # read before any work: op types are ranked with its recipe
     require_kind(static, "int8", static_folder)
     fp32 = read_fp32(model_file)
-    calibration = Calibration(load_split(data_dir / "calib.pt")[0], params.calibration.batches)
-    images, labels = load_split(data_dir / "test.pt")
+    calibration = Calibration(load_split(data_dir, "calib")[0], params.calibration.batches)
+    images, labels = test_subset(*load_split(data_dir, "test"), params.static.sensitivity_test_images, params.seed)
     # The recipe as params.yaml asks it: a runtime's backend ranks layers through PyTorch's eager modules.
     conversion = backend_named(params.quantize.backend).conversion(fp32.module, conversion_recipe(params), calibration)
     rows = layer_sensitivity(conversion, images, labels)

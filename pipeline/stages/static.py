@@ -21,14 +21,14 @@ from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
 def command(
     params_file: ParamsOption = PARAMS_FILE,
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding calib.pt and dataset.json"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     out: Path = typer.Option(INT8_MODELS["static"], "--out", help="folder for the int8 model"),
 ) -> None:
     """Fuse, calibrate and convert the FP32 model to static int8."""
     params = load_params(params_file)
     backend, recipe = planned(params, "static")
     fp32 = read_fp32(model_file)
-    images, labels = load_split(data_dir / "calib.pt")
+    images, labels = load_split(data_dir, "calib")
     batches = params.calibration.batches
     if batches > len(images):
         raise PipelineError(

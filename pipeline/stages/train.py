@@ -22,7 +22,7 @@ from pipeline.safe_io import save_json
 
 def command(
     params_file: ParamsOption = PARAMS_FILE,
-    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="folder holding train.pt, test.pt and dataset.json"),
+    data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     out: Path = typer.Option(TRAINED_MODEL, "--out", help="folder for the FP32 model's file"),
     own_model: Path = typer.Option(OWN_MODEL, "--own", help="your exported model, for train.arch: exported"),
     history_out: Path = typer.Option(PLOTS_DIR / TRAINING_PLOT, "--history", help="per-epoch loss and accuracy (JSON)"),
@@ -31,8 +31,8 @@ def command(
     params = load_params(params_file)
     device = pick_device(params.train.device)
     torch.set_num_threads(params.train.threads)
-    images, labels = load_split(data_dir / "train.pt")
-    test = load_split(data_dir / "test.pt")
+    images, labels = load_split(data_dir, "train")
+    test = load_split(data_dir, "test")
     torch.manual_seed(params.seed)
     data = read_info(data_dir)
     if params.train.arch == "exported":

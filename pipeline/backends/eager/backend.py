@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.affine import sqnr_db
+from pipeline.affine import decibels, energies, sqnr_db
 from pipeline.backends.eager.modules import (
     convert_qat,
     float_twin,
@@ -29,7 +29,7 @@ from pipeline.backends.eager.modules import (
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
-from pipeline.data.prepared import DataInfo
+from pipeline.data.prepared import AnyImages, DataInfo, in_batches
 from pipeline.formats.files import ONNX_FILE, TORCHSCRIPT_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.variants import eager_writers, int8_settings, onnx_writer, save_variant
@@ -51,15 +51,21 @@ class EagerConversion:
     def only_int8(self, name: str) -> nn.Module:
         return quantize_only(self.model, name, self.qconfig, self.images, self.batches, self.fused)
 
-    def noise(self, names: list[str], images: torch.Tensor) -> dict[str, dict]:
-        """The SQNR of each layer's weights and output in the full int8 model against FP32."""
+    def noise(self, names: list[str], images: AnyImages) -> dict[str, dict]:
+        """The SQNR of each layer's weights and output in the full int8 model against FP32, the outputs' over
+        every image, a batch at a time."""
         full, reference = self.with_float([]), float_twin(self.model, self.fused)
-        fp32_out, int8_out = (layer_outputs(model, names, images) for model in (reference, full))
+        sums = {name: (0.0, 0.0) for name in names}  # signal and noise energies
+        for batch in in_batches(images, description="layer outputs"):
+            fp32_out, int8_out = (layer_outputs(model, names, batch) for model in (reference, full))
+            for name in names:
+                found = energies(fp32_out[name], int8_out[name])
+                sums[name] = (sums[name][0] + found[0], sums[name][1] + found[1])
         modules, int8_modules = dict(reference.named_modules()), dict(full.named_modules())
         return {
             name: {
                 "weight_sqnr_db": sqnr_db(float_weight(modules[name]), int8_modules[name].weight().dequantize()),
-                "activation_sqnr_db": sqnr_db(fp32_out[name], int8_out[name]),
+                "activation_sqnr_db": decibels(*sums[name]),
             }
             for name in names
         }
