@@ -14,6 +14,7 @@ import torch
 
 from pipeline.backends.interface import Calibration
 from pipeline.backends.recipes import DynamicRecipe, Options, StaticRecipe
+from pipeline.data.prepared import AnyImages
 from pipeline.formats.onnx import INPUT, label_onnx, onnx_nodes
 from pipeline.formats.variants import Writer
 from pipeline.optional import require
@@ -127,7 +128,7 @@ def preprocessed(onnx_file: Path):
 class Batches:
     """ONNX Runtime's calibration reader: the calibration images in `batches` batches, as PyTorch is fed."""
 
-    def __init__(self, name: str, images: torch.Tensor, batches: int):
+    def __init__(self, name: str, images: AnyImages, batches: int):
         self.name, self.chunks = name, (images[rows] for rows in torch.arange(len(images)).chunk(batches))
 
     def get_next(self) -> dict | None:

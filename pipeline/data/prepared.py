@@ -15,6 +15,7 @@ The files are NumPy's .npy (a header, then the array's bytes): read with `allow_
 runs, and `numpy.load` opens them as they are.
 """
 
+import copy
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -28,7 +29,6 @@ from pipeline.errors import PipelineError
 from pipeline.safe_io import first_line, load_json, save_json
 
 INFO_FILE = "dataset.json"
-SPLITS = ("train", "test", "calib")
 IMAGES_FILE, LABELS_FILE = "images.npy", "labels.npy"
 PREPARED_TYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 BATCH_BYTES = 32 << 20  # model inputs scored or written at once: 1024 images of 28x28, 55 of 224x224 RGB
@@ -89,9 +89,9 @@ def model_inputs(images: torch.Tensor, info: DataInfo) -> torch.Tensor:
     return inputs
 
 
-def batch_size_for(shape, most: int = 1024) -> int:
-    """How many model inputs of `shape` (one image's) make a batch of at most BATCH_BYTES, and at most `most`."""
-    return max(1, min(most, BATCH_BYTES // (4 * int(np.prod(shape)))))
+def batch_size_for(shape) -> int:
+    """How many model inputs of `shape` (one image's) make a batch of at most BATCH_BYTES, and at most 1,024."""
+    return max(1, min(1024, BATCH_BYTES // (4 * int(np.prod(shape)))))
 
 
 class Images:
@@ -112,10 +112,12 @@ class Images:
         return torch.Size([len(self), *self.stored_shape[1:]])
 
     def subset(self, rows: torch.Tensor) -> "Images":
-        return Images(self.path, self.info, rows if self.rows is None else self.rows[rows])
+        view = copy.copy(self)  # the same file and header
+        view.rows = rows if self.rows is None else self.rows[rows]
+        return view
 
     def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(self))[key]
+        rows = torch.arange(*key.indices(len(self))) if isinstance(key, slice) else key
         return model_inputs(self.pixels(rows if self.rows is None else self.rows[rows]), self.info)
 
     def pixels(self, rows: torch.Tensor) -> torch.Tensor:
@@ -182,9 +184,9 @@ def load_split(folder: Path, name: str) -> tuple[Images, torch.Tensor]:
     return images, labels
 
 
-def write_split(folder: Path, batches: Iterable[torch.Tensor], labels: torch.Tensor, description: str) -> list[int]:
+def write_split(folder: Path, batches: Iterable[torch.Tensor], labels: torch.Tensor, description: str) -> None:
     """Write a split's images, a batch at a time as `batches` yields them (uint8 pixels or floats, (n, C, H, W)),
-    and its labels, into `folder`; return the shape of one image. Floats are written as float32."""
+    and its labels, into `folder`. Floats are written as float32."""
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / LABELS_FILE, labels.numpy(), allow_pickle=False)
     shape = None
@@ -201,7 +203,6 @@ def write_split(folder: Path, batches: Iterable[torch.Tensor], labels: torch.Ten
             file.write(batch.contiguous().numpy().tobytes())
             progress.update(len(batch))
         progress.close()
-    return shape
 
 
 def first(images: AnyImages, count: int) -> AnyImages:
@@ -243,12 +244,17 @@ def draw_rows(count: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
 
 
+def drawn_in_order(count: int, size: int, seed: int) -> torch.Tensor:
+    """`size` of `count` rows drawn by `seed`, sorted: read in file order."""
+    return draw_rows(count, size, seed).sort().values
+
+
 def test_subset(images: Images, labels: torch.Tensor, size: int | None, seed: int) -> tuple[Images, torch.Tensor]:
     """`size` of the test images and their labels, drawn by seed and read in file order; all where `size` is None
     or not below their number."""
     if size is None or size >= len(labels):
         return images, labels
-    rows = draw_rows(len(labels), size, seed).sort().values
+    rows = drawn_in_order(len(labels), size, seed)
     return images.subset(rows), labels[rows]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline.data.prepared import draw_calibration, draw_rows, load_split, write_info, write_split
+from pipeline.data.prepared import draw_calibration, drawn_in_order, load_split, write_info, write_split
 from pipeline.data.sources import check_labels, describe, read_source
 from pipeline.errors import PipelineError
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
@@ -58,4 +58,4 @@ def test_rows(count: int, size: int | None, seed: int) -> torch.Tensor:
         return torch.arange(count)
     if size > count:
         raise PipelineError(f"data.test_images: {size} is more than the {count} test images")
-    return draw_rows(count, size, seed).sort().values
+    return drawn_in_order(count, size, seed)

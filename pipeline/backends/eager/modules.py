@@ -13,7 +13,7 @@ from torch.ao import quantization as tq
 
 from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.recipes import DynamicRecipe, Recipe, StaticRecipe
-from pipeline.data.prepared import in_parts
+from pipeline.data.prepared import AnyImages, in_parts
 from pipeline.errors import PipelineError
 from pipeline.models.architectures import build
 
@@ -113,7 +113,7 @@ def float_weight(module: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, images: torch.Tensor, batches: int) -> None:
+def calibrate(model: nn.Module, images: AnyImages, batches: int) -> None:
     """Run the calibration images through a prepared model, in `batches` batches, so observers record ranges."""
     for batch in in_parts(images, batches):
         model(batch)
