@@ -14,7 +14,7 @@ JOBS ?= 2
 SWEEP_COLUMNS := Experiment|train\.arch|static\.(observer|fuse)$$|quantize\.per_channel|(fp32|static|qat)\.accuracy|static\.vs_fp32\.(size_ratio|speedup)|static\.latency_ms
 SWEEP_PLOTS := "Accuracy vs size" "Latency at each batch size"
 
-.PHONY: repro test data sweep bench results
+.PHONY: repro test test-slow data sweep bench bench-224 results
 
 repro: $(VENV)/installed data
 	$(RUN) dvc repro
@@ -22,10 +22,20 @@ repro: $(VENV)/installed data
 test: $(VENV)/installed
 	$(RUN) pytest
 
+# The tests too long for `make test` (QAT of every torchvision family on every backend).
+test-slow: $(VENV)/installed
+	$(RUN) pytest -m slow
+
 # The fastest FP32 on any runtime against each backend's int8 on each runtime (PyTorch, ONNX Runtime, OpenVINO),
 # per architecture and batch size, printed as tables and written to reports/bench.md with the CPU they ran on.
 bench: $(VENV)/installed
-	$(RUN) python -m pipeline bench --markdown reports/bench.md
+	$(RUN) python -m pipeline bench --markdown reports/bench.md --docs docs/benchmark.md
+
+# The same at real size: torchvision's models at 224x224 RGB, 1,000 classes, random weights, batch 1.
+BENCH_224 := resnet50 mobilenet_v3_large efficientnet_b0 convnext_tiny vit_b_16
+bench-224: $(VENV)/installed
+	$(RUN) python -m pipeline bench $(foreach arch,$(BENCH_224),--arch $(arch)) --image-size 224 --channels 3 \
+	  --classes 1000 --batch 1 --docs docs/benchmark.md
 
 # The results tables of a docs/ page, from experiments: SET names a set of docs/results.yaml (its page and its
 # runs). Each run is one `dvc exp run`, one at a time, so their timings do not compete; then the page's tables are
