@@ -32,8 +32,15 @@ Points = Annotated[float, Field(gt=0, le=100)]  # of accuracy, in percent
 Seconds = Annotated[float, Field(gt=0, le=3_600)]
 
 
-class Section(BaseModel):
+class Schema(BaseModel):
+    """A file's keys checked strictly: no key unknown, none coerced, numbers finite (params.yaml's sections, and
+    the other files read here that a person may edit)."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class Section(Schema):
+    """A section of params.yaml."""
 
 
 class DataParams(Section):
@@ -125,7 +132,8 @@ class OnnxRuntimeParams(Section):
     activation_type: Literal["int8", "uint8"]
     weight_type: Literal["int8", "uint8"]
     reduce_range: bool  # 7-bit weights: int8 kernels of CPUs without VNNI can saturate (per-channel weights above all)
-    op_types: list[str] | None  # static: the ONNX op types to quantize; None: every one ONNX Runtime can
+    # static: the ONNX op types to quantize; None: every one ONNX Runtime can (as an empty list would be to it)
+    op_types: list[str] | None = Field(min_length=1)
 
 
 class OpenVinoParams(Section):
@@ -187,14 +195,23 @@ class Params(Section):
         return AUTO_ENGINE.get(self.train.arch, "onednn") if self.quantize.engine == "auto" else self.quantize.engine
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; raise PipelineError naming every bad key."""
+def load_yaml(path: Path):
+    """What a YAML file holds (plain values only: the safe loader builds no objects), or one line naming the file
+    and what is wrong with it."""
     try:
-        raw = YAML(typ="safe").load(path.read_text())
+        return YAML(typ="safe").load(path.read_text())
     except OSError as error:
         raise PipelineError(f"{path}: cannot read ({error.strerror})") from None
     except YAMLError as error:
-        raise PipelineError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        where = f"line {mark.line + 1}, " if mark is not None else ""
+        raise PipelineError(f"{path}: not valid YAML ({where}{problem})") from None
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; raise PipelineError naming every bad key."""
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     try:
@@ -205,9 +222,9 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         raise PipelineError(f"{path}: " + "; ".join(describe(item) for item in errors)) from None
 
 
-def describe(error: dict) -> str:
-    """One line for one pydantic error: the dotted key, then what is wrong with it."""
-    key = ".".join(str(part) for part in error["loc"])
+def describe(error: dict, *within: str) -> str:
+    """One line for one pydantic error: the dotted key (inside the keys `within`), then what is wrong with it."""
+    key = ".".join(str(part) for part in (*within, *error["loc"]))
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
     if error["type"] == "missing":

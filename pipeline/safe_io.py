@@ -3,40 +3,64 @@
 Every writer goes through `atomic_path`: the data lands under a temporary name in the same folder and is renamed
 into place only once fully written, so an interrupted stage never leaves a file that looks finished. A folder
 (a model and the files beside it) is written whole under a temporary name and swapped in by `atomic_dir`, so it
-is never a mix of an old and a new one. Model files
-are read with `weights_only=True`, so loading one never runs code from it.
+is never a mix of an old and a new one. A full disk (or a file-size limit) is one line naming the file that could
+not be written, what was there before being kept. Model files are read with `weights_only=True`, so loading one
+never runs code from it.
 """
 
+import contextlib
 import ctypes
 import errno
 import io
 import json
 import os
 import pickle
+import re
+import resource
 import shutil
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import PipelineError
 
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file-size limit
 
-@contextmanager
+
+def final_name(path: Path) -> str:
+    """`path` as it will be named once its temporary folders are swapped in (`.<name>.partial-<pid>` is <name>)."""
+    return re.sub(r"(^|/)\.([^/]+)\.partial-\d+(?=/|$)", r"\1\2", str(path))
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn the error of a write that found no room into one line naming `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in NO_ROOM:
+            raise
+        raise PipelineError(
+            f"{final_name(path)}: cannot be written ({error.strerror}); what was there is kept"
+        ) from None
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_partials(path)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        yield temporary
+        with writing(path):
+            yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def atomic_dir(path: Path):
     """Yield an empty temporary folder beside `path`; if the block succeeds, it takes `path`'s place whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +68,8 @@ def atomic_dir(path: Path):
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     temporary.mkdir()
     try:
-        yield temporary
+        with writing(path):  # a file of the folder that its writer did not name itself
+            yield temporary
         swap_in(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)  # the new folder if the block failed; else the old one
@@ -111,12 +136,34 @@ def copy_zip(archive: io.BytesIO, path: Path, keep=lambda name: True, deflate=la
 
 def save_torch(obj, path: Path) -> None:
     with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
+        try:
+            torch.save(obj, temporary)  # to the path: torch names the archive's records after the file
+        except RuntimeError as error:
+            raise no_room(temporary) or error from None
+
+
+def no_room(path: Path) -> OSError | None:
+    """Why a writer that reports no errno (torch's zip writer: "unexpected pos") stopped part-way through `path`,
+    where it is for room: a file-size limit reached, or a full disk."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and path.exists() and path.stat().st_size >= limit:
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    if shutil.disk_usage(path.parent).free < 1 << 20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
 
 
 def save_json(obj, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(obj, indent=2) + "\n")
+    save_jsons({path: obj})
+
+
+def save_jsons(files: dict[Path, object]) -> None:
+    """Write several JSON files, each {path: what it holds}, all or none: each is written under a temporary name,
+    and only once every one is written are they renamed into place (a full disk leaves all as they were)."""
+    with contextlib.ExitStack() as stack:
+        temporaries = {path: stack.enter_context(atomic_path(path)) for path in files}
+        for path, obj in files.items():
+            temporaries[path].write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def save_text(text: str, path: Path) -> None:

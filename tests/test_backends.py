@@ -123,6 +123,15 @@ def test_a_recipe_the_backend_cannot_do_stops_before_any_work(project, overrides
     assert not Path("models").exists()
 
 
+def test_op_types_the_model_lacks_are_refused_not_left_in_fp32(trained, tmp_path):
+    """ONNX Runtime asked to quantize only op types the MLP has none of would write an "int8" file of FP32 ops."""
+    backend, recipe = planned(params(**{"quantize.backend": "onnxruntime", "onnxruntime.op_types": ["Conv"]}), "static")
+    fp32, calibration = read_fp32(trained / "models/fp32"), Calibration(torch.rand(8, 1, 28, 28), 1)
+    with pytest.raises(PipelineError, match=r"^onnxruntime.op_types: the model has no op of type Conv, so nothing "):
+        backend.static(fp32, recipe, calibration, tmp_path / "int8", IDX_INFO)
+    assert not (tmp_path / "int8").exists()
+
+
 def test_overruled_keys_are_only_those_the_backend_changes():
     backend, recipe = planned(params(), "qat")
     assert replace(recipe) == QatRecipe("eager", "x86", True, False, 1)

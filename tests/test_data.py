@@ -35,5 +35,8 @@ def test_models_take_the_shape_and_classes_their_arch_names(name):
 
 def test_a_damaged_description_is_named(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "x", "channels": 1}))
+    with pytest.raises(PipelineError, match="dataset.json: missing key 'height'; missing key 'width'; missing key 'cl"):
+        read_info(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps([1, 28, 28]))
     with pytest.raises(PipelineError, match="dataset.json: not a description of prepared data"):
         read_info(tmp_path)

@@ -77,6 +77,15 @@ def test_the_shorter_side_is_resized_then_the_centre_cropped_as_torchvision_does
     assert_clean_failure(run("prepare"), "data.resize: 6 pixels cannot be cropped to data.image_size [8, 8]")
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped(tmp_path, channels):
+    wide = numpy.arange(0, 65536, 257, dtype=numpy.uint16).reshape(16, 16)  # 0, 257, ..., 65535: 8-bit 0 to 255
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    pixels = read_image(tmp_path / "wide.png", Preprocessing(channels=channels))
+    assert pixels.shape == (channels, 16, 16) and torch.equal(pixels[-1], torch.arange(256).reshape(16, 16).byte())
+
+
 def damage_classes(source):
     (source / "test/red").rename(source / "test/crimson")
 
@@ -167,6 +176,13 @@ class Planted:
         ({"images": [[0, 1]], "labels": torch.zeros(1, dtype=torch.long)}, "'images' must be a uint8 or float"),
         ({"images": torch.zeros(2, 3, 4, 4), "labels": torch.zeros(2)}, "'labels' must be an int64 tensor of 2"),
         ({"images": Planted(), "labels": None}, "refused to load: it needs full unpickling"),
+        (
+            {
+                "images": torch.zeros(2, 3, 4, 4).index_fill_(0, torch.tensor([1]), float("nan")),
+                "labels": torch.zeros(2, dtype=torch.long),
+            },
+            "1 of the 2 images hold NaN or infinite values",
+        ),
     ],
 )
 def test_tensor_file_with_anything_but_tensors_is_refused(own, tmp_path, content, message):

@@ -89,7 +89,7 @@ def test_input_shape_that_does_not_fit_the_images_names_both(own):
     params = (own / "params.yaml").read_text().replace("image_size: null", "image_size: [10, 10]")
     (own / "params.yaml").write_text(params)
     assert run("prepare").exit_code == 0
-    assert_clean_failure(run("train"), "takes images of shape ['s")
+    assert_clean_failure(run("train"), "takes images of shape [N, 3, 12, 12], but")
     assert "but the prepared images are [N, 3, 10, 10]" in run("train").output
     assert not (own / "models/trained").exists()
 
@@ -102,6 +102,64 @@ def test_outputs_that_do_not_match_the_classes_are_named(own):
 def test_a_fixed_batch_size_is_named(own):
     export_trained(own / "models/own/model.pt2", dynamic=False)
     assert_clean_failure(run("train"), "its batch size is fixed at 2; export it in your own code with")
+
+
+class Pair(Residual):
+    def forward(self, images):
+        return super().forward(images), images.mean()
+
+
+class Named(Residual):
+    def forward(self, images):
+        return {"logits": super().forward(images)}
+
+
+class Constant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(2, 3))
+
+    def forward(self):
+        return self.logits * 2
+
+
+class Scaled(Residual):
+    def forward(self, images, scale):
+        return super().forward(images) * scale
+
+
+def with_nan_weight() -> nn.Module:
+    model = Residual()
+    with torch.no_grad():
+        model.pointwise.weight[0, 0] = float("nan")
+    return model
+
+
+BATCH = {0: torch.export.Dim("batch")}
+
+
+@pytest.mark.parametrize(
+    "model, inputs, shapes, message",
+    [
+        (Pair(), (torch.rand(2, 3, 12, 12),), (BATCH,), "the model returns a tuple, but it must return one tensor of"),
+        (Named(), (torch.rand(2, 3, 12, 12),), (BATCH,), "the model returns a dict, but it must return one tensor of"),
+        (Constant(), (), None, "the model takes no input, but it must take one, a batch of images; export it"),
+        (
+            Scaled(),
+            (torch.rand(2, 3, 12, 12), torch.tensor(2.0)),
+            (BATCH, None),
+            "the model takes 2 inputs (images, scale), but it must take one, a batch of images",
+        ),
+        (with_nan_weight(), (torch.rand(2, 3, 12, 12),), (BATCH,), "its weight pointwise.weight holds NaN or infinite"),
+    ],
+    ids=["tuple", "dict", "no-input", "two-inputs", "nan-weight"],
+)
+def test_a_model_that_is_not_one_images_to_logits_function_is_named(own, model, inputs, shapes, message):
+    (own / "models/own").mkdir(parents=True)
+    program = torch.export.export(model.eval(), inputs, dynamic_shapes=shapes)
+    torch.export.save(program, own / "models/own/model.pt2")
+    assert_clean_failure(run("train"), f"models/own/model.pt2: {message}")
+    assert not (own / "models/trained").exists()
 
 
 def test_a_planted_pickle_is_refused_and_does_not_run(own, tmp_path):

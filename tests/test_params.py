@@ -66,6 +66,11 @@ def edited(tmp_path, old: str, new: str):
         ("  size: 1000", "  size: 10000000000", "calibration.size: Input should be less than or equal to 1000000"),
         ("batch_sizes: [1, 256]", "batch_sizes: [1, 1000000]", "evaluate.batch_sizes.1: Input should be less than"),
         ("  lr: 0.001", "  lr: [0.001", "not valid YAML"),
+        (
+            "  op_types: null",
+            "  op_types: []",
+            "onnxruntime.op_types: List should have at least 1 item after validation",
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path, old, new, message):

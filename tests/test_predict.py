@@ -52,6 +52,9 @@ def test_predict_names_what_it_cannot_read(trained, tmp_path, monkeypatch):
     stray = tmp_path / "stray.ts"
     stray.write_bytes((trained / "models/fp32/model.ts").read_bytes())
     assert_clean_failure(run("predict", str(stray), str(broken)), "stray.json: no input contract beside stray.ts")
+    many = write_pngs(numpy.zeros((301, 28, 28), dtype=numpy.uint8), tmp_path / "many")
+    shutil.copyfile(broken, many / "zzz.png")  # read last, after a full batch of 256 has been scored
+    assert_clean_failure(run("predict", "models/fp32/model.pt", str(many)), "zzz.png: not a readable PNG or JPEG image")
 
 
 @pytest.mark.parametrize("runtime_file", ["model.onnx", "model.xml"])
@@ -95,6 +98,15 @@ def contract_edited(trained, tmp_path, change) -> str:
             lambda c: c.update(quantized_engine="bogus"),
             "model.json: quantized_engine 'bogus' is not one of this torch's",
         ),
+        (lambda c: c["data"].update(mean=[0.5], std=[0.0]), "model.json: std.0: Input should be greater than 0"),
+        (
+            lambda c: c["data"].update(mean=[0.5]),
+            "model.json: mean and std: both null, or both one value per channel (channels: 1)",
+        ),
+        (lambda c: c["data"].update(classes="0123456789"), "model.json: classes: Input should be a valid list"),
+        (lambda c: c["data"].update(height="28"), "model.json: height: Input should be a valid integer (got '28')"),
+        (lambda c: c.update(data=[1, 28, 28]), "model.json: not an input contract of this pipeline"),
+        (lambda c: c["data"].update(channels=2), "model.json: the model takes images of 2 channels, but PNG and JPEG"),
     ],
 )
 def test_predict_checks_the_contract_against_the_model(trained, tmp_path, monkeypatch, change, message):

@@ -88,3 +88,41 @@ def test_a_set_or_an_experiment_that_is_not_there_is_named(tmp_path, monkeypatch
     results = ResultSet("demo", Path("page.md"), {"one": []})
     with pytest.raises(PipelineError, match="no DVC experiment named demo-one: run `make results SET=demo` first"):
         read_experiment(results, "one", newest_refs())
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "expected results sets by name (a mapping with text keys)"),
+        ("- backends\n", "expected results sets by name (a mapping with text keys)"),
+        ("7\n", "expected results sets by name (a mapping with text keys)"),
+        ("8: {page: a.md, runs: {one: []}}\n", "expected results sets by name (a mapping with text keys)"),
+        ("demo:\n", "demo: expected a mapping of page and runs, got None"),
+        ("demo: {runs: {one: []}}\n", "missing key 'demo.page'"),
+        ("demo: {page: a.md}\n", "missing key 'demo.runs'"),
+        ("demo: {page: a.md, runs: [one]}\n", "demo.runs: Input should be a valid dictionary"),
+        ("demo: {page: a.md, runs: {one: x=1}}\n", "demo.runs.one: Input should be a valid list"),
+        ("demo: {page: a.md, runs: {}}\n", "demo.runs: Dictionary should have at least 1 item"),
+        ("demo: {page: a.md, runs: {one: []}, colour: red}\n", "unknown key 'demo.colour'"),
+        ("demo:\n  page: a.md\n  runs: {one: [}\n", "not valid YAML (line 3, "),
+    ],
+)
+def test_a_results_file_of_the_wrong_shape_is_one_line(tmp_path, text, message):
+    (tmp_path / "results.yaml").write_text(text)
+    with pytest.raises(PipelineError) as error:
+        load_set("demo", tmp_path / "results.yaml")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_experiment_without_its_reports_or_a_folder_outside_git_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=r"^`git for-each-ref .* refs/exps/` failed \(fatal: not a git repository"):
+        newest_refs()
+    subprocess.run(["git", "init", "--quiet"], check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "--quiet", "--allow-empty", "-m", "x"]
+    )
+    subprocess.run(["git", "update-ref", "refs/exps/ab/cdef/demo-one", "HEAD"], check=True)
+    results = ResultSet("demo", Path("page.md"), {"one": []})
+    with pytest.raises(PipelineError, match=rf"^`git show refs/exps/ab/cdef/demo-one:{METRICS_FILE}` failed \(fatal: "):
+        read_experiment(results, "one", newest_refs())

@@ -42,8 +42,10 @@ def test_the_vit_is_sized_by_params_and_checks_its_sizes():
     model = build(arch)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert model.conv_proj.in_channels == 1 and len(model.encoder.layers) == 1
-    with pytest.raises(PipelineError, match=r"train.vit.patch_size: 5 must divide the side of square images, but"):
+    with pytest.raises(PipelineError, match=r"^train.vit.patch_size: 5 must divide the side of the images, 28$"):
         build({**arch, "patch_size": 5})
+    with pytest.raises(PipelineError, match=r"^train.arch: vit takes square images, but they are 20x28 \(set data"):
+        build({**arch, "input": [1, 20, 28]})
     with pytest.raises(PipelineError, match=r"train.vit.heads: 3 must divide train.vit.width \(16\)"):
         build({**arch, "heads": 3})
 

@@ -72,10 +72,25 @@ class OnnxRuntime(RuntimeQuantizer):
     def static(
         self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration, folder: Path, data: DataInfo
     ) -> None:
+        require_op_types(fp32.onnx_file, recipe.options.op_types)
         writers = {
             ONNX_FILE: lambda settings, path: quantize_static(fp32.onnx_file, recipe, calibration, settings, path)
         }
         save_variant(folder, data, int8_settings(fp32.arch, recipe), writers, ONNX_FILE)
+
+
+def require_op_types(onnx_file: Path, asked: tuple[str, ...] | None) -> None:
+    """Refuse, in one line, op types to quantize that the model has none of: ONNX Runtime would write an "int8"
+    file with no int8 op in it."""
+    if asked is None:
+        return
+    onnx = require("onnx")
+    present = sorted({node.op_type for node in onnx.load(str(onnx_file), load_external_data=False).graph.node})
+    if not set(asked) & set(present):
+        raise PipelineError(
+            f"onnxruntime.op_types: the model has no op of type {', '.join(asked)}, so nothing would be quantized; "
+            f"its op types are {', '.join(present)}"
+        )
 
 
 def quantizable_op_types() -> list[str]:

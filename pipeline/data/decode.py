@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
@@ -24,6 +25,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_PIXELS = 8192 * 8192
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow's modes of one channel; every other mode is read as RGB
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # how Pillow opens a 16-bit grey PNG
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def read_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # over MAX_PIXELS (an error past twice)
             with Image.open(path) as image:
                 grey = channels == 1 or (channels is None and image.mode in GREY_MODES)
-                pixels = image.convert("L" if grey else "RGB")  # decodes the whole file: truncation shows here
+                pixels = eight_bit(image).convert("L" if grey else "RGB")  # decodes the file: truncation shows here
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise PipelineError(f"{path}: more than {MAX_PIXELS:,} pixels, which is more than an image may have") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -82,6 +84,15 @@ def read_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
             f"{path}: not a readable PNG or JPEG image, truncated or corrupt ({first_line(error)})"
         ) from None
     return preprocessing.apply(F.pil_to_tensor(pixels))
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image scaled to 8 bits (65535 to 255), others as they are: Pillow's conversion to 8 bits clips
+    16-bit pixels at 255 instead, which makes a typical 16-bit image nearly all white."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    pixels = np.asarray(image.convert("I"), dtype=np.int64).clip(0, 65535)
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
 
 
 def stack(images: list[torch.Tensor], paths: list[Path], first: Path, shape: torch.Size) -> torch.Tensor:

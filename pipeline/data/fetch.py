@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.data.decode import IMAGE_SUFFIXES
 from pipeline.data.published import DataFile, Dataset
 from pipeline.errors import PipelineError
-from pipeline.safe_io import atomic_dir, atomic_path, first_line
+from pipeline.safe_io import atomic_dir, atomic_path, first_line, writing
 
 
 def md5_of(stream) -> str:
@@ -81,11 +81,12 @@ def fetch_file(dataset: Dataset, expected: DataFile, target: Path, folders: list
 
 
 def fetch_dataset(dataset: Dataset, out_dir: Path, local_dir: Path | None, verify: bool) -> list[str]:
-    """Fetch every file of `dataset` into `out_dir`; return each file's source."""
+    """Fetch every file of `dataset` into `out_dir`, replacing it whole; return each file's source."""
     if local_dir is not None and not local_dir.is_dir():
         raise PipelineError(f"data.local_dir: folder {local_dir} not found")
     folders = [folder for folder in (local_dir, dataset.system_dir) if folder is not None]
-    return [fetch_file(dataset, file, out_dir / file.name, folders, verify) for file in dataset.files]
+    with atomic_dir(out_dir) as folder:  # all the files or, if one fails, the ones there before
+        return [fetch_file(dataset, file, folder / file.name, folders, verify) for file in dataset.files]
 
 
 # Your own data: what `download` copies from data.local_dir into data/raw/<dataset>/, where DVC caches it.
@@ -127,5 +128,6 @@ def copy_own_data(local_dir: Path, names: tuple[str, ...], target: Path) -> int:
             for folder in folders:
                 (temporary / folder.relative_to(local_dir)).mkdir(parents=True, exist_ok=True)
             for path in files:
-                shutil.copyfile(path, temporary / path.relative_to(local_dir))
+                with writing(temporary / path.relative_to(local_dir)):
+                    shutil.copyfile(path, temporary / path.relative_to(local_dir))
     return sum(skipped for _, _, skipped in sources)

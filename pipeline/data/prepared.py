@@ -16,17 +16,18 @@ runs, and `numpy.load` opens them as they are.
 """
 
 import copy
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, ValidationError
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.safe_io import first_line, load_json, save_json
+from pipeline.params import Pixels, PositiveFloat, Schema, Width, describe
+from pipeline.safe_io import first_line, load_json, save_json, writing
 
 INFO_FILE = "dataset.json"
 IMAGES_FILE, LABELS_FILE = "images.npy", "labels.npy"
@@ -68,16 +69,34 @@ def read_info(folder: Path) -> DataInfo:
     return info_from(load_json(path), path)
 
 
-def info_from(raw: dict, path: Path) -> DataInfo:
-    """A DataInfo from its JSON form; anything else is an error naming `path`."""
+class DataRecord(Schema):
+    """dataset.json, and the "data" of every input contract, checked as params.yaml is: each key of its type."""
+
+    dataset: str
+    channels: Width
+    height: Pixels
+    width: Pixels
+    classes: list[str] = Field(min_length=1)
+    mean: list[float] | None = None
+    std: list[PositiveFloat] | None = None  # a zero would divide every input by zero
+    resize: Pixels | None = None
+
+
+def info_from(raw, path: Path) -> DataInfo:
+    """A DataInfo from its JSON form; anything else is an error naming `path` and the key."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: not a description of prepared data (a mapping of keys)")
     try:
-        tuples = {key: tuple(raw[key]) for key in ("classes", "mean", "std") if raw.get(key) is not None}
-        info = DataInfo(**{**raw, **tuples})
-    except (TypeError, KeyError, AttributeError) as error:
-        raise PipelineError(f"{path}: not a description of prepared data ({error})") from None
-    if min(info.channels, info.height, info.width, len(info.classes)) < 1:
-        raise PipelineError(f"{path}: channels, height, width and classes must be positive ({json.dumps(raw)})")
-    return info
+        record = DataRecord.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(f"{path}: " + "; ".join(describe(item) for item in error.errors())) from None
+    normalization = [values for values in (record.mean, record.std) if values is not None]
+    if normalization and (len(normalization) == 1 or {len(values) for values in normalization} != {record.channels}):
+        raise PipelineError(
+            f"{path}: mean and std: both null, or both one value per channel (channels: {record.channels})"
+        )
+    tuples = {key: tuple(values) for key, values in record.model_dump().items() if isinstance(values, list)}
+    return DataInfo(**{**record.model_dump(), **tuples})
 
 
 def model_inputs(images: torch.Tensor, info: DataInfo) -> torch.Tensor:
@@ -188,9 +207,10 @@ def write_split(folder: Path, batches: Iterable[torch.Tensor], labels: torch.Ten
     """Write a split's images, a batch at a time as `batches` yields them (uint8 pixels or floats, (n, C, H, W)),
     and its labels, into `folder`. Floats are written as float32."""
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / LABELS_FILE, labels.numpy(), allow_pickle=False)
+    with writing(folder / LABELS_FILE):
+        np.save(folder / LABELS_FILE, labels.numpy(), allow_pickle=False)
     shape = None
-    with open(folder / IMAGES_FILE, "wb") as file:
+    with writing(folder / IMAGES_FILE), open(folder / IMAGES_FILE, "wb") as file:
         progress = tqdm(total=len(labels), desc=description, unit="image", leave=False, disable=None)
         for batch in batches:
             batch = batch if batch.dtype == torch.uint8 else batch.float()

@@ -29,6 +29,9 @@ def read_split(path: Path) -> dict:
         raise PipelineError(f"{path}: labels must be non-empty and count from 0")
     if images.is_floating_point():
         images = images.float()
+        if not images.isfinite().all():  # NaN pixels train to a NaN loss and give NaN ranges to every quantizer
+            count = int((~images.isfinite()).flatten(1).any(1).sum())
+            raise PipelineError(f"{path}: {count} of the {len(images)} images hold NaN or infinite values")
     return {"images": images, "labels": labels, "classes": split.get("classes")}
 
 

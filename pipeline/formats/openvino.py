@@ -7,6 +7,7 @@ from pipeline.errors import PipelineError
 from pipeline.formats.files import SETTINGS_KEY
 from pipeline.formats.onnx import tensor_bytes
 from pipeline.optional import require
+from pipeline.safe_io import final_name
 
 
 def read_openvino(path: Path):
@@ -34,7 +35,10 @@ def save_openvino(model, settings: dict, path: Path) -> None:
     weights as float16."""
     ov = require("openvino")
     model.set_rt_info(json.dumps(settings), [SETTINGS_KEY])
-    ov.save_model(model, str(path), compress_to_fp16=False)
+    try:
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except RuntimeError as error:  # OpenVINO's writer reports a full disk, as anything else, as a RuntimeError
+        raise PipelineError(f"{final_name(path)}: OpenVINO could not write it ({last_line(error)})") from None
 
 
 def onnx_to_openvino(onnx_file: Path, settings: dict, path: Path) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ruamel.yaml import YAML, YAMLError
+from pydantic import Field, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.markdown import change_cell, table
 from pipeline.measure.machine import machine_line
+from pipeline.params import Schema, describe, load_yaml
 from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE
 
 SETS_FILE = Path("docs/results.yaml")
@@ -44,16 +45,27 @@ class Experiment:
     day: date
 
 
+class SetSpec(Schema):
+    """One results set in docs/results.yaml."""
+
+    page: str  # the docs/ page holding the set's markers
+    runs: dict[str, list[str]] = Field(min_length=1)  # run name -> the `-S key=value` settings of its experiment
+    stage: str | None = None
+
+
 def load_set(name: str, sets_file: Path = SETS_FILE) -> ResultSet:
-    try:
-        sets = YAML(typ="safe").load(sets_file.read_text())
-    except (OSError, YAMLError) as error:
-        raise PipelineError(f"{sets_file}: cannot be read ({error})") from None
+    sets = load_yaml(sets_file)
+    if not isinstance(sets, dict) or not all(isinstance(key, str) for key in sets):
+        raise PipelineError(f"{sets_file}: expected results sets by name (a mapping with text keys)")
     if name not in sets:
-        raise PipelineError(f"{sets_file} has no results set {name!r}; it has {', '.join(sets)}")
-    spec = sets[name]
-    runs = {run: list(settings) for run, settings in spec["runs"].items()}
-    return ResultSet(name, Path(spec["page"]), runs, spec.get("stage"))
+        raise PipelineError(f"{sets_file} has no results set {name!r}; it has {', '.join(sets) or 'none'}")
+    if not isinstance(sets[name], dict):
+        raise PipelineError(f"{sets_file}: {name}: expected a mapping of page and runs, got {sets[name]!r}")
+    try:
+        spec = SetSpec.model_validate(sets[name])
+    except ValidationError as error:
+        raise PipelineError(f"{sets_file}: " + "; ".join(describe(item, name) for item in error.errors())) from None
+    return ResultSet(name, Path(spec.page), spec.runs, spec.stage)
 
 
 def run_experiments(results: ResultSet) -> None:
@@ -75,7 +87,11 @@ def dvc(arguments: list[str]) -> None:
 
 
 def git(*arguments: str) -> str:
-    return subprocess.run(["git", *arguments], capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run(["git", *arguments], capture_output=True, text=True)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise PipelineError(f"`git {' '.join(arguments)}` failed ({said[0] if said else f'exit {done.returncode}'})")
+    return done.stdout.strip()
 
 
 def newest_refs() -> dict[str, str]:

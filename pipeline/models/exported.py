@@ -33,6 +33,44 @@ def input_shape(program: torch.export.ExportedProgram) -> list:
     return list(image.meta["val"].shape)
 
 
+def shown(shape: list) -> str:
+    """A shape as a user reads it: a free batch size as N (export names it by a symbol such as s77)."""
+    return "[" + ", ".join(str(size) if isinstance(size, int) else "N" for size in shape) + "]"
+
+
+def check_inputs(program: torch.export.ExportedProgram, path: Path) -> None:
+    """One tensor input, a batch of images: the only input the stages and every runtime feed."""
+    names = list(program.graph_signature.user_inputs)
+    if len(names) != 1:
+        took = f"{len(names)} inputs ({', '.join(names)})" if names else "no input"
+        raise PipelineError(
+            f"{path}: the model takes {took}, but it must take one, a batch of images; {how_to_export(path)}"
+        )
+
+
+def check_weights(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Finite weights: a NaN in one makes every output NaN and no quantizer can find a range for it."""
+    for name, tensor in program.state_dict.items():
+        if tensor.is_floating_point() and not tensor.isfinite().all():
+            raise PipelineError(f"{path}: its weight {name} holds NaN or infinite values")
+
+
+def check_outputs(outputs, data: DataInfo, path: Path) -> None:
+    """One tensor of logits, one per class, finite."""
+    if not isinstance(outputs, torch.Tensor):
+        raise PipelineError(
+            f"{path}: the model returns a {type(outputs).__name__}, but it must return one tensor of logits "
+            f"(N, {len(data.classes)}); export a model whose forward returns the logits alone"
+        )
+    if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
+        raise PipelineError(
+            f"{path}: the model gives {list(outputs.shape[1:])} outputs per image, but the data has "
+            f"{len(data.classes)} classes ({', '.join(data.classes)})"
+        )
+    if not outputs.isfinite().all():
+        raise PipelineError(f"{path}: the model gives NaN or infinite outputs on two prepared images")
+
+
 def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.export.ExportedProgram, dict]:
     """The exported model at `path`, checked to take the data's images and give one output per class; and the
     arch a checkpoint records for it."""
@@ -41,10 +79,12 @@ def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.expor
         found = f"found {pickled[0].name}, a pickled module, which is refused; " if pickled else "no such file; "
         raise PipelineError(f"{path}: {found}{how_to_export(path)}")
     program, _ = load_archive(path)
+    check_inputs(program, path)
+    check_weights(program, path)
     shape = input_shape(program)
     if len(shape) != 4 or [str(size) for size in shape[1:]] != [str(size) for size in data.input_shape]:
         raise PipelineError(
-            f"{path}: the model takes images of shape {[str(size) for size in shape]}, but the prepared images are "
+            f"{path}: the model takes images of shape {shown(shape)}, but the prepared images are "
             f"[N, {', '.join(map(str, data.input_shape))}] (set data.channels and data.image_size, or export anew)"
         )
     if isinstance(shape[0], int):
@@ -54,9 +94,5 @@ def adopt(path: Path, data: DataInfo, images: torch.Tensor) -> tuple[torch.expor
             outputs = program.module()(images[:2])
     except (RuntimeError, ValueError, TypeError) as error:
         raise PipelineError(f"{path}: the model fails on two prepared images ({first_line(error)})") from None
-    if outputs.ndim != 2 or outputs.shape[1] != len(data.classes):
-        raise PipelineError(
-            f"{path}: the model gives {list(outputs.shape[1:])} outputs per image, but the data has "
-            f"{len(data.classes)} classes ({', '.join(data.classes)})"
-        )
+    check_outputs(outputs, data, path)
     return program, {"name": "exported", "input": data.input_shape, "classes": len(data.classes)}

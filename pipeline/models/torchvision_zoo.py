@@ -59,11 +59,13 @@ def build_vit(arch: dict) -> nn.Module:
 
     channels, height, width = arch["input"]
     patch, heads, tokens = arch["patch_size"], arch["heads"], arch["width"]
-    if height != width or height % patch:
+    if height != width:  # torchvision's VisionTransformer takes square images only
         raise PipelineError(
-            f"train.vit.patch_size: {patch} must divide the side of square images, but they are {height}x{width} "
-            "(data.image_size resizes them)"
+            f"train.arch: vit takes square images, but they are {height}x{width} (set data.image_size to [{height}, "
+            f"{height}], or data.resize with a square data.image_size)"
         )
+    if height % patch:
+        raise PipelineError(f"train.vit.patch_size: {patch} must divide the side of the images, {height}")
     if tokens % heads:
         raise PipelineError(f"train.vit.heads: {heads} must divide train.vit.width ({tokens})")
     model = VisionTransformer(

@@ -23,7 +23,7 @@ from pipeline.formats.fp32 import read_fp32, require_kind
 from pipeline.measure.variants import accuracy_of, recipe_of, static_accuracy
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DRAWS_FILE, DRAWS_PLOT, FP32_MODEL, INT8_MODELS, PLOTS_DIR, PREPARED_DIR
-from pipeline.safe_io import save_json
+from pipeline.safe_io import save_jsons
 
 PLOT_FILE = PLOTS_DIR / DRAWS_PLOT
 
@@ -59,6 +59,6 @@ def command(
     found = {"accuracy": spread([row["accuracy"] for row in rows])} if rows else {}
     if rows:
         found["accuracy_change"] = spread([row["accuracy_change"] for row in rows])
+    save_jsons({out: {"static": {"draws": len(rows), "fp32_accuracy": reference, **found}}, plot_out: rows})
+    if rows:
         typer.echo(f"static int8 over {len(rows)} calibration draws: accuracy {found['accuracy']}")
-    save_json({"static": {"draws": len(rows), "fp32_accuracy": reference, **found}}, out)
-    save_json(rows, plot_out)

@@ -36,7 +36,7 @@ from pipeline.measure.variants import (
 )
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE, PLOTS_DIR, PREPARED_DIR, VARIANTS
-from pipeline.safe_io import save_json
+from pipeline.safe_io import save_jsons
 
 
 def command(
@@ -81,6 +81,5 @@ def command(
         "variants_left_out": left_out,
         "environment": environment(settings.threads, backend),
     }
-    save_json(headline(results, best_int8), metrics_out)
-    save_json({**results, **extra}, details_out)
+    save_jsons({metrics_out: headline(results, best_int8), details_out: {**results, **extra}})
     save_plots(results, plots_dir, labels, {"fp32": outputs["fp32"], "best_int8": outputs[best_int8]})

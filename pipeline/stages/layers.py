@@ -19,7 +19,7 @@ from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.layers import DIFFERENCES, recompute
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, LAYERS_PLOT, PLOTS_DIR, PREPARED_DIR, WEIGHTS_PLOT
-from pipeline.safe_io import save_json
+from pipeline.safe_io import save_jsons
 
 LAYERS_FILE = PLOTS_DIR / LAYERS_PLOT
 HISTOGRAMS_FILE = PLOTS_DIR / WEIGHTS_PLOT
@@ -28,9 +28,7 @@ AFFINE_FILE = Path("reports/affine.json")
 
 def write_not_applicable(reason: str) -> None:
     """Outputs that say the check does not apply, so the pipeline and its report go on."""
-    save_json([], LAYERS_FILE)
-    save_json([], HISTOGRAMS_FILE)
-    save_json({"layers": 0, "not_applicable": reason}, AFFINE_FILE)
+    save_jsons({LAYERS_FILE: [], HISTOGRAMS_FILE: [], AFFINE_FILE: {"layers": 0, "not_applicable": reason}})
     typer.echo(f"from-scratch check not applicable: {reason}")
 
 
@@ -50,9 +48,7 @@ def command(
     recipe = conversion_recipe(params, backend="eager")
     calibration = Calibration(load_split(data_dir, "calib")[0], params.calibration.batches)
     rows, histograms, summary = recompute(fp32, recipe, calibration)
-    save_json(rows, LAYERS_FILE)
-    save_json(histograms, HISTOGRAMS_FILE)
-    save_json(summary, AFFINE_FILE)
+    save_jsons({LAYERS_FILE: rows, HISTOGRAMS_FILE: histograms, AFFINE_FILE: summary})
     for key, value in summary.items():
         if key in DIFFERENCES:
             typer.echo(f"max {key.replace('_', ' ')} vs PyTorch: {value}")

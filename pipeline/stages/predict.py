@@ -77,10 +77,17 @@ def command(
     data, engine = read_contract(deployable)
     runnable = deployable_runnable(deployable, engine)
     paths = image_paths(images)
+    if data.channels not in (1, 3):
+        raise PipelineError(
+            f"{contract_path(deployable)}: the model takes images of {data.channels} channels, but PNG and JPEG files "
+            "are read as grey (1) or RGB (3)"
+        )
     preprocessing = Preprocessing(data.channels, (data.height, data.width), data.resize)  # as prepare brought them
+    lines = []  # printed once every image is read: an unreadable one stops the run before any result
     for start in range(0, len(paths), BATCH):
         batch = paths[start : start + BATCH]
         pixels = torch.stack([read_image(path, preprocessing) for path in batch])
         best = probabilities(runnable, model_inputs(pixels, data), data, deployable).max(1)
         for path, probability, label in zip(batch, *best):
-            typer.echo(f"{printable(str(path))}\t{printable(data.classes[label])}\t{probability:.4f}")
+            lines.append(f"{printable(str(path))}\t{printable(data.classes[label])}\t{probability:.4f}")
+    typer.echo("\n".join(lines))

@@ -21,7 +21,7 @@ from pipeline.measure.sensitivity import layer_sensitivity, op_type_sensitivity
 from pipeline.measure.variants import recipe_of
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
 from pipeline.paths import FP32_MODEL, INT8_MODELS, OP_TYPES_PLOT, PLOTS_DIR, PREPARED_DIR, SENSITIVITY_PLOT
-from pipeline.safe_io import save_json
+from pipeline.safe_io import save_jsons
 
 SENSITIVITY_FILE = PLOTS_DIR / SENSITIVITY_PLOT
 OP_TYPES_FILE = PLOTS_DIR / OP_TYPES_PLOT
@@ -48,7 +48,6 @@ def command(
     op_types = op_type_sensitivity(
         fp32, static_folder, recipe_of(static, static_folder), calibration, read_info(data_dir), images, labels
     )
-    save_json(rows, out)
-    save_json(op_types, op_types_out)
+    save_jsons({out: rows, op_types_out: op_types})
     for row in rows + op_types:
         typer.echo("  ".join(f"{key} {value}" for key, value in row.items()))
