@@ -160,6 +160,17 @@ def test_bench_prints_a_table_of_sane_figures(trained, monkeypatch):
         assert float(cells[4].split()[0]) > 0 and float(cells[7]) > 0 and float(cells[8]) > 0
 
 
+def test_bench_writes_what_it_left_out_and_why(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    docs = trained.parent / "left_out.md"
+    docs.write_text("<!-- results bench-28 -->\n<!-- end results bench-28 -->\n")
+    arguments = ("--arch", "vit", "--backend", "eager", "--engine", "x86", "--repeats", "3", "--batch", "1")
+    result = run("bench", *arguments, "--docs", str(docs))
+    assert result.exit_code == 0, result.output
+    left_out = "- vit eager x86 static: the eager backend cannot quantize VisionTransformer statically or with QAT"
+    assert f"Left out (a dash in the table):\n\n{left_out}" in docs.read_text()
+
+
 def test_bench_rejects_an_unknown_engine(trained, monkeypatch):
     monkeypatch.chdir(trained)
     result = run("bench", "--engine", "tpu")

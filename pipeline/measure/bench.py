@@ -11,8 +11,10 @@ column is always the fastest FP32 on any runtime, the one a user could deploy in
 figures belong to the machine and the moment, and are printed, not cached.
 """
 
+import gc
 import itertools
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,9 +60,25 @@ def setups(params: Params, engines: list[str], backends: list[str]) -> dict[str,
     return found
 
 
-def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibration, data: DataInfo) -> dict[str, Path]:
+@dataclass
+class Tables:
+    """What `bench` reports: the FP32 table's rows, the int8 table's, what to deploy, and what was left out, why."""
+
+    fp32: list[str] = field(default_factory=list)
+    int8: list[str] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+    def extend(self, other: "Tables") -> None:
+        for name in ("fp32", "int8", "choices", "left_out"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+def int8_folders(
+    setup: Params, label: str, workdir: Path, calibration: Calibration, data: DataInfo, left_out: list[str]
+) -> dict[str, Path]:
     """The dynamic and static int8 folders one backend makes of the FP32 model in `workdir / "fp32"`, as the
-    stages make them; a method it cannot do is left out, with the reason printed."""
+    stages make them; a method it cannot do is left out, its reason printed and added to `left_out`."""
     fp32, folders = read_fp32(workdir / "fp32"), {}
     for method in ("dynamic", "static"):
         folder = workdir / f"{label}_{method}".replace(" ", "_")
@@ -71,7 +89,8 @@ def int8_folders(setup: Params, label: str, workdir: Path, calibration: Calibrat
             else:
                 backend.static(fp32, recipe, calibration, folder, data)
         except PipelineError as error:
-            typer.echo(f"{fp32.arch['name']} {label} {method}: left out ({error})", err=True)
+            left_out.append(f"- {fp32.arch['name']} {label} {method}: {error}")
+            typer.echo(left_out[-1], err=True)
             continue
         folders[method] = folder
     return folders
@@ -82,27 +101,28 @@ def on_runtime(forms: dict, runtime: str) -> dict:
     return {form: run for form, run in forms.items() if (form if form in RUNTIMES else "pytorch") == runtime}
 
 
-def bench_tables(params: Params, archs: list[str], engines, backends, timing, data: DataInfo):
+def bench_tables(params: Params, archs: list[str], engines, backends, timing, data: DataInfo) -> Tables:
     """The FP32 table's lines and the int8 table's, each architecture benched in a folder of its own, on random
-    images of the data's shape (seeded), which also calibrate static int8."""
+    images of the data's shape (seeded), which also calibrate static int8; what to deploy, and what was left out."""
     count = max(*timing.batch_sizes, params.calibration.batches)  # one image at least for each calibration batch
     images = torch.rand(count, *data.input_shape, generator=torch.Generator().manual_seed(0))
     header = ["arch", "backend", "runtime", "batch", "fp32", "dynamic int8", "static int8", "dynamic x", "static x"]
     fp32_header = ["arch", "batch", *(f"fp32 {runtime}" for runtime in EVERY_RUNTIME)]
-    lines, fp32_lines, choices = table(header, []), table(fp32_header, []), []
+    tables = Tables(fp32=table(fp32_header, []), int8=table(header, []))
     for name in archs:
         arch_params = params.model_copy(update={"train": params.train.model_copy(update={"arch": name})})
         with tempfile.TemporaryDirectory() as workdir:
-            rows, fp32_rows, arch_choices = bench_arch(
-                arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir), data
+            tables.extend(
+                bench_arch(arch_params, setups(arch_params, engines, backends), timing, images, Path(workdir), data)
             )
-        lines += rows
-        fp32_lines += fp32_rows
-        choices += arch_choices
-    return fp32_lines, lines, choices
+        torch.compiler.reset()  # the compiled forms' caches would otherwise hold each architecture to the end
+        gc.collect()
+    return tables
 
 
-def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path, data: DataInfo):
+def bench_arch(
+    params: Params, setups: dict[str, Params], timing, images: torch.Tensor, workdir: Path, data: DataInfo
+) -> Tables:
     """The table rows of one architecture: every backend on every runtime, and FP32 on each runtime, all its forms
     timed together."""
     arch = architecture(params.train, data)
@@ -113,32 +133,31 @@ def bench_arch(params: Params, setups: dict[str, Params], timing, images: torch.
     probe = example_batch(images, timing.batch_sizes[0])
     forms = {"fp32": load_variant(workdir / "fp32", threads, probe).forms}
     calibration = Calibration(images, params.calibration.batches)
+    found = Tables()
     for label, setup in setups.items():
-        for method, folder in int8_folders(setup, label, workdir, calibration, data).items():
+        for method, folder in int8_folders(setup, label, workdir, calibration, data, found.left_out).items():
             forms[label, method] = load_variant(folder, threads, probe).forms
     timed = time_models(forms, images, timing)
     fastest_fp32 = best_of(timed["fp32"])
-    fp32_rows = []
     for key in fastest_fp32:
         on = [on_runtime(timed["fp32"], runtime) for runtime in EVERY_RUNTIME]
         cells = [cell(best_of(found)[key]) if found else "left out" for found in on]
-        fp32_rows.append(row_line([arch["name"], key.removeprefix("batch_"), *cells]))
-    rows, choices = [], []
+        found.fp32.append(row_line([arch["name"], key.removeprefix("batch_"), *cells]))
     for key, fp32_best in fastest_fp32.items():
-        int8 = {name: best_of(found)[key] for name, found in timed.items() if name != "fp32"}
-        choices.append(deploy_line(arch["name"], key, fp32_best, int8))
+        int8 = {name: best_of(forms)[key] for name, forms in timed.items() if name != "fp32"}
+        found.choices.append(deploy_line(arch["name"], key, fp32_best, int8))
     for backend, runtime in itertools.product(setups, EVERY_RUNTIME):
         on = {method: on_runtime(timed.get((backend, method), {}), runtime) for method in ("dynamic", "static")}
         if not any(on.values()):
             continue
         for key, fp32_best in fastest_fp32.items():
-            best = {method: best_of(found)[key] if found else None for method, found in on.items()}
+            best = {method: best_of(forms)[key] if forms else None for method, forms in on.items()}
             row = [arch["name"], backend, runtime, key.removeprefix("batch_"), cell(fp32_best)]
             row += [cell(entry) if entry else "-" for entry in best.values()]
             row += [f"{fp32_best['median_ms'] / entry['median_ms']:.2f}" if entry else "-" for entry in best.values()]
-            rows.append(row_line(row))
-            typer.echo(rows[-1])
-    return rows, fp32_rows, choices
+            found.int8.append(row_line(row))
+            typer.echo(found.int8[-1])
+    return found
 
 
 def deploy_line(arch: str, key: str, fp32: dict, int8: dict[tuple[str, str], dict]) -> str:
