@@ -157,6 +157,10 @@ class StaticParams(Section):
     symmetric_activations: bool
     skip_layers: list[str]  # layers kept in FP32, by name (`python -m pipeline sensitivity` lists them)
     max_accuracy_drop: Points | None  # points; if set, keep the fewest more layers in FP32 to stay within it
+    # each bias corrected for the mean error int8 adds to its layer's output, by the backend's own algorithm where it
+    # has one: none, fast (from the calibration images' statistics) or full (layer by layer, each seeing the
+    # corrected layers before it); null: the backend's default
+    bias_correction: Literal["none", "fast", "full"] | None
     sensitivity_test_images: Size | None  # test images `sensitivity` scores each layer on, drawn by seed (null: all)
 
 

@@ -167,3 +167,28 @@ def test_the_static_module_computes_what_the_saved_static_variant_does(trained, 
     assert settings["recipe"]["skip_layers"] == ["layers.0"]
     with torch.inference_mode():
         assert torch.equal(module(images), saved(images))
+
+
+def test_bias_correction_is_the_backend_s_own_or_refused(trained, tmp_path):
+    """NNCF's three settings on openvino each make their own file, recorded in it; another backend refuses the key
+    in one line before any work."""
+    import openvino as ov
+
+    fp32, calibration = read_fp32(trained / "models/fp32"), Calibration(torch.rand(32, 1, 28, 28), 2)
+    outputs = {}
+    for correction in ("none", "fast", "full"):
+        overrides = {"quantize.backend": "openvino", "static.bias_correction": correction}
+        backend, recipe = planned(params(**overrides), "static")
+        assert recipe.bias_correction == correction and recipe.settings()["bias_correction"] == correction
+        backend.static(fp32, recipe, calibration, tmp_path / correction, IDX_INFO)
+        model = ov.Core().compile_model(str(tmp_path / correction / "model.xml"), "CPU")
+        outputs[correction] = torch.from_numpy(model(calibration.images.numpy())[0])
+    assert not torch.equal(outputs["none"], outputs["fast"]) and not torch.equal(outputs["fast"], outputs["full"])
+    with torch.no_grad():  # what the correction is for: no mean shift of each output from FP32's on these images
+        reference = fp32.module(calibration.images)
+    shift = {name: (found - reference).mean(0).abs().mean().item() for name, found in outputs.items()}
+    assert shift["fast"] < shift["none"] and shift["full"] < shift["none"], shift
+    with pytest.raises(
+        PipelineError, match=r"^static.bias_correction: full is not a bias correction the eager backend"
+    ):
+        planned(params(**{"static.bias_correction": "full"}), "static")

@@ -57,6 +57,7 @@ class Backend:
     options: dict[str, type[Options]] = {}
     overrules: str = ""  # why it overrules a recipe field, for the line that says so
     uses_engine: bool = False  # whether its int8 runs on PyTorch's quantized engine (quantize.engine)
+    bias_corrections: tuple[str, ...] = ()  # the values of static.bias_correction it carries out (null: its default)
 
     def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
         return recipe

@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.onnx import onnx_nodes
-from pipeline.formats.openvino import read_openvino, save_openvino
+from pipeline.formats.openvino import converted_onnx, read_openvino, save_openvino
 from pipeline.formats.variants import int8_settings, openvino_writer, save_variant
 from pipeline.optional import require
 
@@ -49,6 +49,7 @@ class OpenVino(RuntimeQuantizer):
     name = "openvino"
     requires = ("openvino", "nncf", "onnx")
     options = {"dynamic": OpenVinoDynamic, "static": OpenVinoStatic}
+    bias_corrections = ("none", "fast", "full")  # NNCF's FastBiasCorrection (its default) and BiasCorrection
     overrules = "NNCF gives each output channel of a weight its own scale; its preset decides activations' symmetry"
 
     def label(self) -> str:
@@ -88,9 +89,10 @@ class OpenVino(RuntimeQuantizer):
         layers, types = list(recipe.skip_layers), list(options.ignored_types or ())
         # unknown layers and op types are named here, before NNCF's report
         onnx_nodes(fp32.onnx_file, layers, fp32.onnx_file)
-        model = read_openvino(fp32.onnx_file)
+        model = converted_onnx(fp32.onnx_file)
         require_op_types(model, types)
         kept = nncf.IgnoredScope(patterns=[f".*/{re.escape(layer)}/.*" for layer in layers], types=types)
+        correction = recipe.bias_correction or "fast"
 
         def write(settings: dict, path: Path) -> None:
             samples = OneByOne(calibration.images)
@@ -104,7 +106,9 @@ class OpenVino(RuntimeQuantizer):
                         nncf.quantization.range_estimator.RangeEstimatorParametersSet, RANGE_ESTIMATORS[recipe.observer]
                     ),
                     overflow_fix=nncf.OverflowFix(options.overflow_fix),
+                    disable_bias_correction=correction == "none",
                 ),
+                fast_bias_correction=correction == "fast",
                 subset_size=len(samples),
                 ignored_scope=kept,
             )

@@ -96,6 +96,7 @@ class StaticRecipe(Recipe):
     skip_layers: tuple[str, ...] = ()
     max_accuracy_drop: float | None = None  # points; skip_layers then holds what the search kept in FP32
     percentile: float | None = None  # the percentile observer's share of activations, in %
+    bias_correction: str | None = None  # none, fast or full; None: the backend's default
 
 
 @dataclass(frozen=True)

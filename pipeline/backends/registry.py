@@ -86,8 +86,13 @@ def conversion_recipe(params: Params, backend: str | None = None) -> StaticRecip
 
 
 def asked_static(params: Params) -> StaticRecipe:
-    skip_layers, budget = tuple(params.static.skip_layers), params.static.max_accuracy_drop
-    return replace(conversion_recipe(params), skip_layers=skip_layers, max_accuracy_drop=budget)
+    static = params.static
+    return replace(
+        conversion_recipe(params),
+        skip_layers=tuple(static.skip_layers),
+        max_accuracy_drop=static.max_accuracy_drop,
+        bias_correction=static.bias_correction,
+    )
 
 
 def asked_qat(params: Params) -> QatRecipe:
@@ -104,6 +109,13 @@ def planned(params: Params, method: str) -> tuple[Backend, Recipe]:
     backend = backend_named(params.quantize.backend)
     options = backend.options.get(method)
     asked = replace(ASKED[method](params), options=options.from_params(params) if options else None)
+    correction = getattr(asked, "bias_correction", None)
+    if correction is not None and correction not in backend.bias_corrections:
+        does = f"it does {', '.join(backend.bias_corrections)}" if backend.bias_corrections else "it has none"
+        raise PipelineError(
+            f"static.bias_correction: {correction} is not a bias correction the {backend.name} backend does ({does}); "
+            "null leaves it to the backend"
+        )
     carried = {"dynamic": backend.dynamic_recipe, "static": backend.static_recipe, "qat": backend.qat_recipe}[method]
     recipe = carried(asked)
     for line in overruled(asked, recipe, backend):

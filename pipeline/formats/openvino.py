@@ -22,6 +22,18 @@ def read_openvino(path: Path):
         raise PipelineError(f"{files}: OpenVINO cannot read it ({last_line(error)})") from None
 
 
+def converted_onnx(path: Path):
+    """An ONNX file as OpenVINO's model converter makes it (`ov.convert_model`): reading it as it is keeps each
+    Gemm as MatMul, a Multiply by its alpha and an Add, where NNCF's bias correction finds no bias to correct."""
+    ov = require("openvino")
+    if not path.is_file():
+        raise PipelineError(f"{path}: file not found (run the stage that makes it, e.g. `dvc repro`)")
+    try:
+        return ov.convert_model(str(path))
+    except Exception as error:  # the converter raises its own classes (OpConversionFailure, GeneralFailure)
+        raise PipelineError(f"{path}: OpenVINO cannot convert it ({last_line(error)})") from None
+
+
 def last_line(error: Exception) -> str:
     """OpenVINO's messages open with C++ source locations; the reason is the last line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
