@@ -169,25 +169,36 @@ def test_the_static_module_computes_what_the_saved_static_variant_does(trained, 
         assert torch.equal(module(images), saved(images))
 
 
-def test_bias_correction_is_the_backend_s_own_or_refused(trained, tmp_path):
-    """NNCF's three settings on openvino each make their own file, recorded in it; another backend refuses the key
-    in one line before any work."""
-    import openvino as ov
+def outputs_of(folder: Path, images: torch.Tensor) -> torch.Tensor:
+    """A static variant's outputs: OpenVINO's file on OpenVINO, a PyTorch graph as it is."""
+    if (folder / "model.xml").is_file():
+        import openvino as ov
 
+        return torch.from_numpy(ov.Core().compile_model(str(folder / "model.xml"), "CPU")(images.numpy())[0])
+    with torch.no_grad():
+        return load_module(folder)[0](images)
+
+
+@pytest.mark.parametrize("backend_name", ["openvino", "pt2e"])
+def test_bias_correction_is_the_backend_s_own(trained, tmp_path, backend_name):
+    """NNCF's three settings (on pt2e, through NNCF's pt2e flow) each make their own model, recorded in its files,
+    and correcting leaves less mean shift of each output from FP32's on the calibration images than not."""
     fp32, calibration = read_fp32(trained / "models/fp32"), Calibration(torch.rand(32, 1, 28, 28), 2)
     outputs = {}
     for correction in ("none", "fast", "full"):
-        overrides = {"quantize.backend": "openvino", "static.bias_correction": correction}
+        overrides = {"quantize.backend": backend_name, "static.bias_correction": correction}
         backend, recipe = planned(params(**overrides), "static")
         assert recipe.bias_correction == correction and recipe.settings()["bias_correction"] == correction
         backend.static(fp32, recipe, calibration, tmp_path / correction, IDX_INFO)
-        model = ov.Core().compile_model(str(tmp_path / correction / "model.xml"), "CPU")
-        outputs[correction] = torch.from_numpy(model(calibration.images.numpy())[0])
+        outputs[correction] = outputs_of(tmp_path / correction, calibration.images)
     assert not torch.equal(outputs["none"], outputs["fast"]) and not torch.equal(outputs["fast"], outputs["full"])
-    with torch.no_grad():  # what the correction is for: no mean shift of each output from FP32's on these images
+    with torch.no_grad():
         reference = fp32.module(calibration.images)
     shift = {name: (found - reference).mean(0).abs().mean().item() for name, found in outputs.items()}
     assert shift["fast"] < shift["none"] and shift["full"] < shift["none"], shift
+
+
+def test_a_backend_without_bias_correction_refuses_it_before_any_work():
     with pytest.raises(
         PipelineError, match=r"^static.bias_correction: full is not a bias correction the eager backend"
     ):

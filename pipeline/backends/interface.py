@@ -13,7 +13,7 @@ from typing import Protocol
 from torch import nn
 
 from pipeline.backends.recipes import DynamicRecipe, Options, QatRecipe, Recipe, StaticRecipe
-from pipeline.data.prepared import AnyImages, DataInfo
+from pipeline.data.prepared import AnyImages, DataInfo, in_batches
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import Fp32Model
 
@@ -27,6 +27,21 @@ class Calibration:
 
     images: AnyImages
     batches: int
+
+
+class OneByOne:
+    """The calibration images one a call (a batch of one, made an input by `as_input`), as NNCF's statistics assume,
+    read from their file a batch at a time each time they are gone through."""
+
+    def __init__(self, images: AnyImages, as_input=lambda image: image):
+        self.images, self.as_input = images, as_input
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        for batch in in_batches(self.images, description="calibration"):
+            yield from (self.as_input(image[None]) for image in batch)
 
 
 class Conversion(Protocol):

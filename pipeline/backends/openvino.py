@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.backends.interface import Calibration
+from pipeline.backends.interface import Calibration, OneByOne
 from pipeline.backends.recipes import DynamicRecipe, Options, StaticRecipe
 from pipeline.backends.runtime_quantizer import RuntimeQuantizer
-from pipeline.data.prepared import DataInfo, in_batches
+from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.files import ONNX_FILE, OPENVINO_FILE
 from pipeline.formats.fp32 import Fp32Model
@@ -95,7 +95,7 @@ class OpenVino(RuntimeQuantizer):
         correction = recipe.bias_correction or "fast"
 
         def write(settings: dict, path: Path) -> None:
-            samples = OneByOne(calibration.images)
+            samples = OneByOne(calibration.images, lambda image: image.numpy())
             int8 = nncf.quantize(
                 model,
                 nncf.Dataset(samples),
@@ -152,17 +152,3 @@ def fake_quantized_types(model) -> list[str]:
             elif node.get_type_name() in quantizable:
                 found.add(node.get_type_name())
     return sorted(found)
-
-
-class OneByOne:
-    """The calibration images one a call, as NNCF's statistics assume, read from their file a batch at a time."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self):
-        for batch in in_batches(self.images, description="calibration"):
-            yield from (image[None].numpy() for image in batch)

@@ -35,7 +35,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 )
 
 from pipeline.backends.eager.modules import calibrate
-from pipeline.backends.interface import Backend, Calibration
+from pipeline.backends.interface import Backend, Calibration, OneByOne
 from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
@@ -45,6 +45,7 @@ from pipeline.formats.files import EXPORTED_FILE, ONNX_FILE
 from pipeline.formats.fp32 import Fp32Model
 from pipeline.formats.torch_export import allow_train_eval, write_archive
 from pipeline.formats.variants import int8_settings, onnx_writer, save_variant
+from pipeline.optional import require
 
 ACTIVATION_OBSERVERS = {
     "minmax": MinMaxObserver,
@@ -218,6 +219,32 @@ def convert_with(
     return drop_unused_weights(convert_pt2e(prepared))
 
 
+# static.bias_correction as NNCF's quantize_pt2e takes it: fast_bias_correction True, False (full) or None (none)
+NNCF_BIAS_CORRECTION = {"fast": True, "full": False, "none": None}
+
+
+def quantize_by_nncf(
+    model: nn.Module, config: QuantizationConfig, calibration: Calibration, correction: str, skip_layers=()
+) -> torch.fx.GraphModule:
+    """The same quantizer on the same exported graph, through NNCF's pt2e flow instead of torchao's prepare and
+    convert: NNCF calibrates with its own range estimators (on one image at a time, as the openvino backend feeds
+    it) and adds its bias correction (`correction`: fast, full or none)."""
+    require("nncf")
+    from nncf import Dataset
+    from nncf.experimental.torch.fx import quantize_pt2e
+
+    graph = for_quantizer(export(copy.deepcopy(model).eval(), list(calibration.images.shape[1:])))
+    samples = OneByOne(calibration.images)
+    int8 = quantize_pt2e(
+        graph,
+        quantizer(config, model, skip_layers),
+        Dataset(samples),
+        subset_size=len(samples),
+        fast_bias_correction=NNCF_BIAS_CORRECTION[correction],
+    )
+    return drop_unused_weights(int8)
+
+
 def prepare_qat(model: nn.Module, input_shape: list[int]) -> torch.fx.GraphModule:
     """The exported training graph with fake quantizers in place (BN folded into each conv), ready to fine-tune."""
     config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=True)  # 7 bits: static_config
@@ -285,6 +312,7 @@ class Pt2e(Backend):
     name = "pt2e"
     requires = ("torchao",)
     options = {"dynamic": OnnxRuntimeDynamic}  # its dynamic variant's ONNX file is ONNX Runtime's dynamic int8
+    bias_corrections = tuple(NNCF_BIAS_CORRECTION)  # through NNCF's quantize_pt2e; null keeps torchao's own flow
     overrules = "Inductor fuses every op with its quantize/dequantize pair, and lowers only per-channel weights"
 
     def label(self) -> str:
@@ -308,6 +336,12 @@ class Pt2e(Backend):
 
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> Pt2eConversion:
         return Pt2eConversion(model, recipe, calibration)
+
+    def static_module(self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration) -> nn.Module:
+        if recipe.bias_correction is None:
+            return super().static_module(fp32, recipe, calibration)
+        config = static_config(recipe.observer, recipe.symmetric_activations, recipe.percentile)
+        return quantize_by_nncf(fp32.module, config, calibration, recipe.bias_correction, recipe.skip_layers)
 
     def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
         return prepare_qat(fp32.module, fp32.arch["input"])
