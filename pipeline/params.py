@@ -161,6 +161,8 @@ class StaticParams(Section):
     # has one: none, fast (from the calibration images' statistics) or full (layer by layer, each seeing the
     # corrected layers before it); null: the backend's default
     bias_correction: Literal["none", "fast", "full"] | None
+    # cross-layer equalization of the FP32 model before any backend quantizes it (docs/recovery.md)
+    equalize: bool
     sensitivity_test_images: Size | None  # test images `sensitivity` scores each layer on, drawn by seed (null: all)
 
 

@@ -97,6 +97,7 @@ class StaticRecipe(Recipe):
     max_accuracy_drop: float | None = None  # points; skip_layers then holds what the search kept in FP32
     percentile: float | None = None  # the percentile observer's share of activations, in %
     bias_correction: str | None = None  # none, fast or full; None: the backend's default
+    equalize: bool | None = None  # True: the FP32 model equalized first (None, not False, so files record it only then)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ def asked_static(params: Params) -> StaticRecipe:
         skip_layers=tuple(static.skip_layers),
         max_accuracy_drop=static.max_accuracy_drop,
         bias_correction=static.bias_correction,
+        equalize=static.equalize or None,
     )
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.backends.eager.modules import use_engine
+from pipeline.backends.equalize import steps_applied
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import Recipe, StaticRecipe
@@ -118,13 +119,14 @@ def static_accuracy(
     """The test accuracy of the static int8 `backend.static` would save for this recipe and calibration: PyTorch's
     int8 module scored in memory (its deployable files, TorchScript and ONNX, take longer to write than it takes
     to score), a runtime's int8 file written to a temporary folder and run by its runtime."""
-    module = backend.static_module(fp32, recipe, calibration)
-    if module is not None:
-        return model_accuracy(module, images, labels)
-    with tempfile.TemporaryDirectory() as workdir:
-        folder = Path(workdir) / "static"
-        backend.static(fp32, recipe, calibration, folder, data)
-        return accuracy_of(folder, images, labels)
+    with steps_applied(fp32, recipe, data) as model:
+        module = backend.static_module(model, recipe, calibration)
+        if module is not None:
+            return model_accuracy(module, images, labels)
+        with tempfile.TemporaryDirectory() as workdir:
+            folder = Path(workdir) / "static"
+            backend.static(model, recipe, calibration, folder, data)
+            return accuracy_of(folder, images, labels)
 
 
 MAX_REASON = 300  # characters of a runtime's error kept in forms_left_out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.backends.equalize import steps_applied
 from pipeline.backends.interface import Calibration
 from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import planned
@@ -34,10 +35,11 @@ def command(
         raise PipelineError(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
-    calibration = Calibration(images, batches)
-    if recipe.max_accuracy_drop is not None:
-        conversion = backend.conversion(fp32.module, recipe, calibration)
-        kept = fewest_float_layers(conversion, labels, list(recipe.skip_layers), recipe.max_accuracy_drop)
-        typer.echo(f"kept in FP32 to lose at most {recipe.max_accuracy_drop} points: {kept or 'none'}")
-        recipe = replace(recipe, skip_layers=tuple(kept))
-    backend.static(fp32, recipe, calibration, out, read_info(data_dir))
+    calibration, data = Calibration(images, batches), read_info(data_dir)
+    with steps_applied(fp32, recipe, data) as model:
+        if recipe.max_accuracy_drop is not None:
+            conversion = backend.conversion(model.module, recipe, calibration)
+            kept = fewest_float_layers(conversion, labels, list(recipe.skip_layers), recipe.max_accuracy_drop)
+            typer.echo(f"kept in FP32 to lose at most {recipe.max_accuracy_drop} points: {kept or 'none'}")
+            recipe = replace(recipe, skip_layers=tuple(kept))
+        backend.static(model, recipe, calibration, out, data)
