@@ -203,3 +203,16 @@ def test_a_backend_without_bias_correction_refuses_it_before_any_work():
         PipelineError, match=r"^static.bias_correction: full is not a bias correction the eager backend"
     ):
         planned(params(**{"static.bias_correction": "full"}), "static")
+
+
+def test_the_summary_names_the_recovery_steps_static_int8_took():
+    from pipeline.measure.summary import steps_line
+
+    _, recipe = planned(
+        params(**{"quantize.backend": "openvino", "static.equalize": True, "static.bias_correction": "full"}), "static"
+    )
+    assert recipe.recovery_steps() == ["cross-layer equalization", "bias correction full"]
+    assert steps_line({"static": {"recovery_steps": recipe.recovery_steps()}}) == (
+        " Static int8 won accuracy back with: cross-layer equalization, bias correction full."
+    )
+    assert planned(params(), "static")[1].recovery_steps() == [] and steps_line({"static": {}}) == ""

@@ -99,6 +99,11 @@ class StaticRecipe(Recipe):
     bias_correction: str | None = None  # none, fast or full; None: the backend's default
     equalize: bool | None = None  # True: the FP32 model equalized first (None, not False, so files record it only then)
 
+    def recovery_steps(self) -> list[str]:
+        """The steps taken to win accuracy back, as the summary names them."""
+        steps = ["cross-layer equalization"] if self.equalize else []
+        return steps + ([f"bias correction {self.bias_correction}"] if self.bias_correction else [])
+
 
 @dataclass(frozen=True)
 class QatRecipe(Recipe):

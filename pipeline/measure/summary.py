@@ -56,7 +56,12 @@ def summary_markdown(metrics: dict) -> str:
     )
     left_out = "".join(f"\n{name}: {reason}." for name, reason in metrics.get("variants_left_out", {}).items())
     body = "\n".join(lines) + "\n" + left_out
-    return "# Quantization summary\n\n" + body + "\n" + machine + fusion_line(metrics) + "\n"
+    return "# Quantization summary\n\n" + body + "\n" + machine + fusion_line(metrics) + steps_line(metrics) + "\n"
+
+
+def steps_line(metrics: dict) -> str:
+    steps = metrics["static"].get("recovery_steps")
+    return f" Static int8 won accuracy back with: {', '.join(steps)}." if steps else ""
 
 
 def fusion_line(metrics: dict) -> str:

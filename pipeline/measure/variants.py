@@ -294,6 +294,8 @@ def compare(
         kept = getattr(variant.recipe, "skip_layers", None)
         if kept is not None:
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
+        if isinstance(variant.recipe, StaticRecipe) and variant.recipe.recovery_steps():
+            results[name]["recovery_steps"] = variant.recipe.recovery_steps()
     return results
 
 
