@@ -92,3 +92,27 @@ def test_a_model_with_nothing_to_pair_is_refused(trained, tmp_path):
     with pytest.raises(PipelineError, match=r"^static.equalize: no Conv2d or Linear in GraphModule feeds another"):
         with steps_applied(type(fp32)(graph, fp32.arch, fp32.location), recipe, IDX_INFO):
             pass
+
+
+def test_with_torch_ao_s_range_it_lands_where_torch_ao_s_equalize_does(monkeypatch):
+    """The peer's implementation (torch.ao's `_equalize.equalize`, Conv/Linear pairs without batch norm) measures a
+    channel's range as max - min where this one takes max |w| (the backends' weights are symmetric): given the same
+    definition, both reach the same weights."""
+    from torch.ao.quantization._equalize import equalize as torch_ao_equalize
+
+    import pipeline.backends.equalize as lab
+
+    torch.manual_seed(0)
+    model = build({"name": "mlp", "hidden": [50, 80, 30], "input": [1, 28, 28], "classes": 10}).eval()
+    peer = torch_ao_equalize(
+        copy.deepcopy(model),
+        [["layers.0", "layers.2"], ["layers.2", "layers.4"], ["layers.4", "layers.6"]],
+        1e-4,
+        inplace=False,
+    )
+    spread = lambda weight: weight.amax(1) - weight.amin(1)  # noqa: E731
+    monkeypatch.setattr(lab, "output_ranges", lambda first, norm: spread(first.weight.detach().flatten(1)))
+    monkeypatch.setattr(lab, "input_ranges", lambda second: spread(second.weight.detach().transpose(0, 1).flatten(1)))
+    ours, _, _ = lab.equalize(copy.deepcopy(model))
+    theirs = dict(peer.named_parameters())
+    assert max((found - theirs[name]).abs().max().item() for name, found in ours.named_parameters()) < 1e-4
