@@ -61,6 +61,11 @@ def module_of(node: torch.fx.Node | None, modules: dict, kinds: tuple) -> nn.Mod
     return None
 
 
+def is_depthwise(layer: nn.Module) -> bool:
+    """A grouped convolution whose input channel i is filter i alone (`fits` admits no other grouping)."""
+    return isinstance(layer, nn.Conv2d) and layer.groups > 1
+
+
 def fits(first: nn.Module, second: nn.Module) -> bool:
     """Whether `second` takes `first`'s output channels one for one: ungrouped, or depthwise."""
     channels = first.out_channels if isinstance(first, nn.Conv2d) else first.out_features
@@ -112,7 +117,7 @@ def output_ranges(first: nn.Module, norm: nn.Module | None) -> torch.Tensor:
 def input_ranges(second: nn.Module) -> torch.Tensor:
     """Each input channel's weight range, max |w|, of the second layer."""
     weight = second.weight.detach()
-    if isinstance(second, nn.Conv2d) and second.groups > 1:  # depthwise: input channel i is filter i
+    if is_depthwise(second):
         return weight.flatten(1).abs().amax(1)
     return weight.transpose(0, 1).flatten(1).abs().amax(1)
 
@@ -132,7 +137,7 @@ def equalize_pair(model: nn.Module, pair: Pair) -> float:
         first.weight.div_(scale.view(shape))
         if first.bias is not None:
             first.bias.div_(scale)
-    if isinstance(second, nn.Conv2d) and second.groups > 1:
+    if is_depthwise(second):
         second.weight.mul_(scale.view(-1, *(1,) * (second.weight.dim() - 1)))
     else:
         second.weight.mul_(scale.view(1, -1, *(1,) * (second.weight.dim() - 2)))

@@ -294,8 +294,9 @@ def compare(
         kept = getattr(variant.recipe, "skip_layers", None)
         if kept is not None:
             results[name]["float_layers"] = {"count": len(kept), "names": " ".join(kept) or "none"}
-        if isinstance(variant.recipe, StaticRecipe) and variant.recipe.recovery_steps():
-            results[name]["recovery_steps"] = variant.recipe.recovery_steps()
+        steps = variant.recipe.recovery_steps() if isinstance(variant.recipe, StaticRecipe) else []
+        if steps:
+            results[name]["recovery_steps"] = steps
     return results
 
 
