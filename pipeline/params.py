@@ -163,6 +163,11 @@ class StaticParams(Section):
     bias_correction: Literal["none", "fast", "full"] | None
     # cross-layer equalization of the FP32 model before any backend quantizes it (docs/recovery.md)
     equalize: bool
+    # weights on 2**bits levels: 4 is the case where rounding to nearest fails and learned rounding wins back
+    weight_bits: Literal[8, 4]
+    # nearest, or learned against the calibration images (AdaRound), before the backend quantizes
+    rounding: Literal["nearest", "adaround"]
+    adaround_iterations: int = Field(ge=1, le=1_000_000)  # optimizer steps per layer
     sensitivity_test_images: Size | None  # test images `sensitivity` scores each layer on, drawn by seed (null: all)
 
 

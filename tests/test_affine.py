@@ -56,7 +56,7 @@ def test_per_channel_conv_weights_match(observer):
     int8 = quantize_static(model, static_qconfig(observer, True, "x86"), torch.rand(32, 1, 28, 28), 2, fused=True)
     fused = dict(fuse(copy.deepcopy(model)).named_modules())
     for name, module in quantized_layers(int8).items():
-        row = weight_row(name, float_weight(fused[name]), module.weight())
+        row = weight_row(name, float_weight(fused[name]), module.weight(), 8)
         assert row["weight_scale_diff"] == 0 and row["weight_zero_point_diff"] == 0 and row["weight_int8_diff"] == 0, (
             name
         )

@@ -9,6 +9,7 @@ import torch
 from pipeline.backends.equalize import equalize, find_pairs, input_ranges, output_ranges
 from pipeline.backends.interface import Calibration
 from pipeline.backends.registry import planned
+from pipeline.backends.steps import steps_applied
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
 from pipeline.models.architectures import build
@@ -70,27 +71,25 @@ def test_a_residual_or_a_non_relu_activation_breaks_a_pair():
 
 @pytest.mark.parametrize("backend_name", ["eager", "pt2e", "onnxruntime", "openvino"])
 def test_every_backend_quantizes_the_equalized_model_and_records_it(trained, tmp_path, backend_name):
-    from pipeline.backends.equalize import steps_applied
-
     fp32 = read_fp32(trained / "models/fp32")
     params = Params(**tiny_params(tmp_path, **{"quantize.backend": backend_name, "static.equalize": True}))
     backend, recipe = planned(params, "static")
     assert recipe.equalize is True and recipe.settings()["equalize"] is True
-    with steps_applied(fp32, recipe, IDX_INFO) as model:
+    calibration = Calibration(torch.rand(32, 1, 28, 28), 2)
+    with steps_applied(fp32, recipe, IDX_INFO, calibration, backend) as model:
         assert not torch.equal(model.module.layers[0].weight, fp32.module.layers[0].weight)
-        backend.static(model, recipe, Calibration(torch.rand(32, 1, 28, 28), 2), tmp_path / "int8", IDX_INFO)
+        backend.static(model, recipe, calibration, tmp_path / "int8", IDX_INFO)
     assert (tmp_path / "int8").is_dir()
 
 
 def test_a_model_with_nothing_to_pair_is_refused(trained, tmp_path):
-    from pipeline.backends.equalize import steps_applied
-
     fp32 = read_fp32(trained / "models/fp32")
     graph = torch.export.export(fp32.module, (torch.rand(2, 1, 28, 28),)).module()
     params = Params(**tiny_params(tmp_path, **{"static.equalize": True}))
-    _, recipe = planned(params, "static")
+    backend, recipe = planned(params, "static")
+    calibration = Calibration(torch.rand(8, 1, 28, 28), 2)
     with pytest.raises(PipelineError, match=r"^static.equalize: no Conv2d or Linear in GraphModule feeds another"):
-        with steps_applied(type(fp32)(graph, fp32.arch, fp32.location), recipe, IDX_INFO):
+        with steps_applied(type(fp32)(graph, fp32.arch, fp32.location), recipe, IDX_INFO, calibration, backend):
             pass
 
 

@@ -14,21 +14,12 @@ max- or average-pooling or dropout, then a Conv2d (ungrouped or depthwise) or Li
 alone. Everything else is left as it is and reported. The function the model computes does not change.
 """
 
-import contextlib
-import copy
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import typer
 from torch import nn
 
-from pipeline.backends.recipes import StaticRecipe
-from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
-from pipeline.formats.fp32 import Fp32Model, read_fp32, save_trained
-from pipeline.formats.fp32_export import export_fp32
 
 LAYERS = (nn.Conv2d, nn.Linear)
 NORMS = (nn.BatchNorm2d, nn.BatchNorm1d)
@@ -151,24 +142,3 @@ def equalize(model: nn.Module) -> tuple[nn.Module, list[Pair], list[str]]:
         if max((equalize_pair(model, pair) for pair in pairs), default=0.0) < 1e-4:
             break
     return model, pairs, unpaired
-
-
-@contextlib.contextmanager
-def steps_applied(fp32: Fp32Model, recipe: StaticRecipe, data: DataInfo):
-    """The FP32 model as the recipe's transforms leave it, in a temporary model folder with its ONNX file (which the
-    runtimes' quantizers read), for a conversion to quantize; the model itself where the recipe asks for none."""
-    if not recipe.equalize:
-        yield fp32
-        return
-    model, pairs, unpaired = equalize(copy.deepcopy(fp32.module))
-    if not pairs:
-        raise PipelineError(
-            f"static.equalize: no Conv2d or Linear in {type(fp32.module).__name__} feeds another through a ReLU "
-            "alone (an exported graph has no layers to pair); set it to false"
-        )
-    shown = ", ".join(unpaired[:5]) + (f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else "")
-    typer.echo(f"static.equalize: {len(pairs)} layer pairs equalized; not in a pair: {shown or 'none'}", err=True)
-    with tempfile.TemporaryDirectory() as workdir:
-        save_trained(model, fp32.arch, Path(workdir) / "trained")
-        export_fp32(Path(workdir) / "trained", Path(workdir) / "fp32", data)
-        yield read_fp32(Path(workdir) / "fp32")

@@ -83,6 +83,15 @@ class Backend:
     def qat_recipe(self, recipe: QatRecipe) -> QatRecipe:
         return recipe
 
+    def weight_range(self, recipe: StaticRecipe) -> tuple[int, int]:
+        """The least and greatest integer the static recipe's weights take (`recipe.bits()` wide), each scale being
+        max |w| over half the range's width: the grid learned rounding must land on. A backend that cannot make
+        such weights, or does not say which integers it makes, refuses in one line."""
+        raise PipelineError(
+            f"static.weight_bits, static.rounding: the {self.name} backend makes 8-bit weights on a grid it does not "
+            "state; use quantize.backend: eager, pt2e or onnxruntime"
+        )
+
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         raise NotImplementedError
 
@@ -151,3 +160,8 @@ def overruled(asked: Recipe, carried: Recipe, backend: Backend) -> list[str]:
         for field in fields(asked)
         if field.name in PARAMS_KEYS and getattr(carried, field.name) not in (None, getattr(asked, field.name))
     ]
+
+
+def torch_weight_range(bits: int) -> tuple[int, int]:
+    """The integers of torch.ao's and torchao's symmetric weight observers for `bits` bits: the whole signed range."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1

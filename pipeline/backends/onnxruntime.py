@@ -49,7 +49,25 @@ class OnnxRuntime(RuntimeQuantizer):
                 f"onnxruntime.op_types: ONNX Runtime quantizes no op type {', '.join(unknown)}; it quantizes "
                 f"{', '.join(quantizable)}"
             )
+        options = recipe.options
+        if recipe.weight_bits and (options.format, options.weight_type) != ("qdq", "int8"):
+            raise PipelineError(
+                "static.weight_bits: ONNX Runtime makes 4-bit weights signed (int4) and in QDQ format only; set "
+                "onnxruntime.format: qdq and onnxruntime.weight_type: int8"
+            )
         return super().static_recipe(recipe)
+
+    def weight_range(self, recipe: StaticRecipe) -> tuple[int, int]:
+        """ONNX Runtime's symmetric weights: int8 on [-127, 127] (its narrow range; [-64, 64] for
+        reduce_range), int4 on the whole [-8, 7] ([-4, 3])."""
+        if recipe.options.weight_type != "int8":
+            raise PipelineError(
+                "static.rounding: adaround rounds on a grid symmetric around zero, and onnxruntime.weight_type: "
+                f"{recipe.options.weight_type} gives weights a zero point; set it to int8"
+            )
+        if recipe.bits() == 4:
+            return (-4, 3) if recipe.options.reduce_range else (-8, 7)
+        return (-64, 64) if recipe.options.reduce_range else (-127, 127)
 
     def quantized_op_types(self, static_folder: Path, recipe: StaticRecipe) -> list[str]:
         onnx = require("onnx")

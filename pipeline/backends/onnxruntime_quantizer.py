@@ -96,6 +96,7 @@ def quantize_static(
     quantization = require("onnxruntime.quantization")
     formats = {"qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}
     options = recipe.options
+    weights = quantization.QuantType.QInt4 if recipe.bits() == 4 else quant_type(quantization, options.weight_type)
     with atomic_path(path) as temporary, preprocessed(fp32_onnx) as prepared:
         quantization.quantize_static(
             prepared,
@@ -105,7 +106,7 @@ def quantize_static(
             per_channel=recipe.per_channel,
             reduce_range=options.reduce_range,
             activation_type=quant_type(quantization, options.activation_type),
-            weight_type=quant_type(quantization, options.weight_type),
+            weight_type=weights,
             op_types_to_quantize=list(options.op_types) if options.op_types else None,
             nodes_to_exclude=onnx_nodes(prepared, list(recipe.skip_layers), fp32_onnx),
             calibrate_method=quantization.CalibrationMethod[CALIBRATIONS[recipe.observer]],

@@ -55,6 +55,13 @@ class OpenVino(RuntimeQuantizer):
     def label(self) -> str:
         return f"openvino (NNCF {version('nncf')})"
 
+    def weight_range(self, recipe: StaticRecipe) -> tuple[int, int]:
+        raise PipelineError(
+            "static.weight_bits, static.rounding: NNCF makes 8-bit weights only for the CPU (4 bits are refused by "
+            "its hardware config) and gives some layers 7 bits (openvino.overflow_fix), so neither can be asked of "
+            "the openvino backend; use quantize.backend: onnxruntime, whose files OpenVINO runs"
+        )
+
     def dynamic_recipe(self, recipe: DynamicRecipe) -> DynamicRecipe:
         # no ONNX file: OpenVINO's own format is the variant's only file
         return replace(super().dynamic_recipe(recipe), per_channel=True)

@@ -35,7 +35,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 )
 
 from pipeline.backends.eager.modules import calibrate
-from pipeline.backends.interface import Backend, Calibration, OneByOne
+from pipeline.backends.interface import Backend, Calibration, OneByOne, torch_weight_range
 from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
@@ -107,7 +107,9 @@ def calls(nodes: list[torch.fx.Node]) -> list[list[torch.fx.Node]]:
     return list(found.values())
 
 
-def static_config(observer: str, symmetric_activations: bool, percentile: float | None = None) -> QuantizationConfig:
+def static_config(
+    observer: str, symmetric_activations: bool, percentile: float | None = None, weight_bits: int = 8
+) -> QuantizationConfig:
     """The static recipe of params.yaml in the quantizer's terms, with the same activation observers as the eager
     backend. Weights are always per output channel: Inductor lowers only those to int8 kernels (per-tensor
     weights stay dequantize + FP32 op, measured 3.5x slower than per-channel on the CNN)."""
@@ -124,16 +126,21 @@ def static_config(observer: str, symmetric_activations: bool, percentile: float 
             eps=2**-12, **observer_options(observer, percentile)
         ),
     )
+    low, high = torch_weight_range(weight_bits)  # fewer bits: int8 storage and kernels, fewer of its integers
     weight = QuantizationSpec(
         dtype=torch.int8,
-        quant_min=-128,
-        quant_max=127,
+        quant_min=low,
+        quant_max=high,
         qscheme=torch.per_channel_symmetric,
         ch_axis=0,
         is_dynamic=False,
         observer_or_fake_quant_ctr=PerChannelMinMaxObserver.with_args(eps=2**-12),
     )
     return QuantizationConfig(activation, activation, weight, None, is_qat=False)
+
+
+def recipe_config(recipe: StaticRecipe) -> QuantizationConfig:
+    return static_config(recipe.observer, recipe.symmetric_activations, recipe.percentile, recipe.bits())
 
 
 LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
@@ -292,7 +299,7 @@ class Pt2eConversion:
 
     def __init__(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration):
         self.model, self.images, self.batches = model, calibration.images, calibration.batches
-        self.config = static_config(recipe.observer, recipe.symmetric_activations, recipe.percentile)
+        self.config = recipe_config(recipe)
 
     def layers(self) -> list[str]:
         return quantizable_layers(self.model)
@@ -340,8 +347,12 @@ class Pt2e(Backend):
     def static_module(self, fp32: Fp32Model, recipe: StaticRecipe, calibration: Calibration) -> nn.Module:
         if recipe.bias_correction is None:
             return super().static_module(fp32, recipe, calibration)
-        config = static_config(recipe.observer, recipe.symmetric_activations, recipe.percentile)
-        return quantize_by_nncf(fp32.module, config, calibration, recipe.bias_correction, recipe.skip_layers)
+        return quantize_by_nncf(
+            fp32.module, recipe_config(recipe), calibration, recipe.bias_correction, recipe.skip_layers
+        )
+
+    def weight_range(self, recipe: StaticRecipe) -> tuple[int, int]:
+        return torch_weight_range(recipe.bits())
 
     def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
         return prepare_qat(fp32.module, fp32.arch["input"])

@@ -6,9 +6,8 @@ owns (ONNX Runtime's format and op types, OpenVINO's preset, ...): one options t
 ONNX Runtime has a StaticQuantConfig and a DynamicQuantConfig. Options are checked where they are made, against
 what params.yaml allows for their keys, so that a recipe read back from a file is held to the same values.
 
-Transforms of the FP32 model that serve every backend (equalization, SmoothQuant, learned rounding) are neither
-shared fields nor options: they will be a list of typed steps of the recipe, applied before any backend quantizes,
-which the first such transform brings.
+Transforms of the FP32 model that serve every backend (equalization, learned rounding) are shared fields too,
+applied before any backend quantizes (`pipeline.backends.steps`); `recovery_steps()` names those taken.
 
 A recipe is written into every int8 model's files (`settings()`: the method, the shared fields, then the
 options' fields, all at one level, leaving out what is None) and read back typed
@@ -98,11 +97,19 @@ class StaticRecipe(Recipe):
     percentile: float | None = None  # the percentile observer's share of activations, in %
     bias_correction: str | None = None  # none, fast or full; None: the backend's default
     equalize: bool | None = None  # True: the FP32 model equalized first (None, not False, so files record it only then)
+    weight_bits: int | None = None  # 4: weights on 16 levels; None: the backend's 8 bits
+    rounding: str | None = None  # adaround: weights rounded as learned on the calibration images; None: nearest
+    adaround_iterations: int | None = None  # adaround: optimizer steps per layer
 
     def recovery_steps(self) -> list[str]:
         """The steps taken to win accuracy back, as the summary names them."""
         steps = ["cross-layer equalization"] if self.equalize else []
+        steps += [f"AdaRound ({self.adaround_iterations} steps a layer)"] if self.rounding else []
         return steps + ([f"bias correction {self.bias_correction}"] if self.bias_correction else [])
+
+    def bits(self) -> int:
+        """How many bits the weights are rounded to."""
+        return self.weight_bits or 8
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,8 @@ def asked_dynamic(params: Params) -> DynamicRecipe:
 
 
 def conversion_recipe(params: Params, backend: str | None = None) -> StaticRecipe:
-    """The static recipe without the layers kept in FP32 (what sensitivity ranks layers with), for `backend`
-    (default quantize.backend)."""
+    """The static recipe without the layers kept in FP32 and the recovery steps (what sensitivity ranks layers
+    with), for `backend` (default quantize.backend)."""
     static = params.static
     percentile = static.percentile  # read whatever the observer: dvc.yaml lists the key for when it is percentile
     return StaticRecipe(
@@ -82,7 +82,20 @@ def conversion_recipe(params: Params, backend: str | None = None) -> StaticRecip
         params.quantize.per_channel,
         static.symmetric_activations,
         percentile=percentile if static.observer == "percentile" else None,
+        weight_bits=static.weight_bits if static.weight_bits != 8 else None,
     )
+
+
+def transform_steps(params: Params) -> dict:
+    """The recipe fields of the steps that transform the FP32 model before it is quantized (None: not taken)."""
+    static = params.static
+    adaround = static.rounding == "adaround"
+    iterations = static.adaround_iterations  # read whatever the rounding: dvc.yaml lists it for when it is adaround
+    return {
+        "equalize": static.equalize or None,
+        "rounding": static.rounding if adaround else None,
+        "adaround_iterations": iterations if adaround else None,
+    }
 
 
 def asked_static(params: Params) -> StaticRecipe:
@@ -92,7 +105,7 @@ def asked_static(params: Params) -> StaticRecipe:
         skip_layers=tuple(static.skip_layers),
         max_accuracy_drop=static.max_accuracy_drop,
         bias_correction=static.bias_correction,
-        equalize=static.equalize or None,
+        **transform_steps(params),
     )
 
 
@@ -110,15 +123,28 @@ def planned(params: Params, method: str) -> tuple[Backend, Recipe]:
     backend = backend_named(params.quantize.backend)
     options = backend.options.get(method)
     asked = replace(ASKED[method](params), options=options.from_params(params) if options else None)
-    correction = getattr(asked, "bias_correction", None)
+    carried = {"dynamic": backend.dynamic_recipe, "static": backend.static_recipe, "qat": backend.qat_recipe}[method]
+    recipe = carried(asked)
+    for line in overruled(asked, recipe, backend):
+        typer.echo(line, err=True)
+    if isinstance(recipe, StaticRecipe):
+        check_steps(backend, recipe)
+    return backend, recipe
+
+
+def check_steps(backend: Backend, recipe: StaticRecipe) -> None:
+    """Refuse, in one line naming the key, a recovery step or weight width the backend cannot carry out."""
+    correction = recipe.bias_correction
     if correction is not None and correction not in backend.bias_corrections:
         does = f"it does {', '.join(backend.bias_corrections)}" if backend.bias_corrections else "it has none"
         raise PipelineError(
             f"static.bias_correction: {correction} is not a bias correction the {backend.name} backend does ({does}); "
             "null leaves it to the backend"
         )
-    carried = {"dynamic": backend.dynamic_recipe, "static": backend.static_recipe, "qat": backend.qat_recipe}[method]
-    recipe = carried(asked)
-    for line in overruled(asked, recipe, backend):
-        typer.echo(line, err=True)
-    return backend, recipe
+    if recipe.weight_bits or recipe.rounding:
+        backend.weight_range(recipe)  # refuses where the backend cannot make or state its weights' integers
+    if recipe.rounding and not recipe.per_channel:
+        raise PipelineError(
+            "static.rounding: adaround learns each output channel's rounding on that channel's own scale, which "
+            "batch-norm folding leaves as it was only for per-channel weights; set quantize.per_channel: true"
+        )

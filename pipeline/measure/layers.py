@@ -18,7 +18,7 @@ from pipeline.backends.eager.modules import (
     recipe_qconfig,
     use_engine,
 )
-from pipeline.backends.interface import Calibration
+from pipeline.backends.interface import Calibration, torch_weight_range
 from pipeline.backends.recipes import StaticRecipe
 from pipeline.data.prepared import in_parts
 
@@ -55,7 +55,7 @@ def recompute(fp32: nn.Module, recipe: StaticRecipe, calibration: Calibration) -
         weight = float_weight(fused_modules[name])
         rows.append(
             {
-                **weight_row(name, weight, module.weight()),
+                **weight_row(name, weight, module.weight(), recipe.bits()),
                 **activation_row(ranges[name], module, q_max, arithmetic, symmetric),
             }
         )
@@ -113,17 +113,18 @@ def observed_range(per_batch: list[tuple], observer: str, calls: int) -> tuple[f
     return min(lows), max(highs)
 
 
-def weight_row(name: str, weight: torch.Tensor, quantized: torch.Tensor) -> dict:
+def weight_row(name: str, weight: torch.Tensor, quantized: torch.Tensor, bits: int) -> dict:
     per_channel = quantized.qscheme() in (torch.per_channel_symmetric, torch.per_channel_affine)
     low, high = (
         (weight.flatten(1).min(1).values, weight.flatten(1).max(1).values)
         if per_channel
         else (weight.min(), weight.max())
     )
-    scale, zero_point = qparams(low, high, -128, 127, symmetric=True)
+    q_min, q_max = torch_weight_range(bits)
+    scale, zero_point = qparams(low, high, q_min, q_max, symmetric=True)
     torch_scale = quantized.q_per_channel_scales() if per_channel else torch.tensor(quantized.q_scale())
     torch_zero = quantized.q_per_channel_zero_points() if per_channel else torch.tensor(quantized.q_zero_point())
-    values = quantize(weight, scale, zero_point, -128, 127)
+    values = quantize(weight, scale, zero_point, q_min, q_max)
     return {
         "layer": name,
         "weight_min": weight.min().item(),

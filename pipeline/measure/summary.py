@@ -60,8 +60,10 @@ def summary_markdown(metrics: dict) -> str:
 
 
 def steps_line(metrics: dict) -> str:
+    bits = metrics["static"].get("weight_bits")
+    narrower = f" Static int8's weights take {bits} bits ({2**bits} levels)." if bits else ""
     steps = metrics["static"].get("recovery_steps")
-    return f" Static int8 won accuracy back with: {', '.join(steps)}." if steps else ""
+    return narrower + (f" Static int8 won accuracy back with: {', '.join(steps)}." if steps else "")
 
 
 def fusion_line(metrics: dict) -> str:

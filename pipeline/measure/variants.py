@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from pipeline.backends.eager.modules import use_engine
-from pipeline.backends.equalize import steps_applied
 from pipeline.backends.interface import Backend, Calibration
 from pipeline.backends.loading import load_module
 from pipeline.backends.recipes import Recipe, StaticRecipe
 from pipeline.backends.registry import recipe_from
+from pipeline.backends.steps import steps_applied
 from pipeline.data.prepared import DataInfo
 from pipeline.errors import PipelineError
 from pipeline.formats.deployables import deployable_path, read_runtime_settings
@@ -119,7 +119,7 @@ def static_accuracy(
     """The test accuracy of the static int8 `backend.static` would save for this recipe and calibration: PyTorch's
     int8 module scored in memory (its deployable files, TorchScript and ONNX, take longer to write than it takes
     to score), a runtime's int8 file written to a temporary folder and run by its runtime."""
-    with steps_applied(fp32, recipe, data) as model:
+    with steps_applied(fp32, recipe, data, calibration, backend) as model:
         module = backend.static_module(model, recipe, calibration)
         if module is not None:
             return model_accuracy(module, images, labels)
@@ -297,6 +297,8 @@ def compare(
         steps = variant.recipe.recovery_steps() if isinstance(variant.recipe, StaticRecipe) else []
         if steps:
             results[name]["recovery_steps"] = steps
+        if getattr(variant.recipe, "weight_bits", None):
+            results[name]["weight_bits"] = variant.recipe.weight_bits
     return results
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.backends.equalize import steps_applied
 from pipeline.backends.interface import Calibration
 from pipeline.backends.mixed_precision import fewest_float_layers
 from pipeline.backends.registry import planned
+from pipeline.backends.steps import steps_applied
 from pipeline.data.prepared import load_split, read_info
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
@@ -36,7 +36,7 @@ def command(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
     calibration, data = Calibration(images, batches), read_info(data_dir)
-    with steps_applied(fp32, recipe, data) as model:
+    with steps_applied(fp32, recipe, data, calibration, backend) as model:
         if recipe.max_accuracy_drop is not None:
             conversion = backend.conversion(model.module, recipe, calibration)
             kept = fewest_float_layers(conversion, labels, list(recipe.skip_layers), recipe.max_accuracy_drop)

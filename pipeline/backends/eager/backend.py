@@ -26,7 +26,7 @@ from pipeline.backends.eager.modules import (
     require_modules,
     use_engine,
 )
-from pipeline.backends.interface import Backend, Calibration
+from pipeline.backends.interface import Backend, Calibration, torch_weight_range
 from pipeline.backends.onnxruntime_quantizer import OnnxRuntimeDynamic, dynamic_twin
 from pipeline.backends.recipes import DynamicRecipe, QatRecipe, StaticRecipe
 from pipeline.data.prepared import AnyImages, DataInfo, in_batches
@@ -102,6 +102,9 @@ class Eager(Backend):
     def conversion(self, model: nn.Module, recipe: StaticRecipe, calibration: Calibration) -> EagerConversion:
         use_engine(recipe.engine)
         return EagerConversion(model, recipe, calibration)
+
+    def weight_range(self, recipe: StaticRecipe) -> tuple[int, int]:
+        return torch_weight_range(recipe.bits())
 
     def prepare_qat(self, fp32: Fp32Model, recipe: QatRecipe) -> nn.Module:
         use_engine(recipe.engine)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
+from pipeline.backends.interface import torch_weight_range
 from pipeline.backends.observers import observer_options, range_searches
 from pipeline.backends.recipes import DynamicRecipe, Recipe, StaticRecipe
 from pipeline.data.prepared import AnyImages, in_parts
@@ -44,7 +45,12 @@ def activation_quant_max(engine: str) -> int:
 
 
 def static_qconfig(
-    observer: str, per_channel: bool, engine: str, symmetric_activations: bool = False, percentile: float | None = None
+    observer: str,
+    per_channel: bool,
+    engine: str,
+    symmetric_activations: bool = False,
+    percentile: float | None = None,
+    weight_bits: int = 8,
 ) -> tq.QConfig:
     activation = ACTIVATION_OBSERVERS[observer].with_args(
         dtype=torch.quint8,
@@ -53,17 +59,26 @@ def static_qconfig(
         quant_max=activation_quant_max(engine),
         **observer_options(observer, percentile),
     )
+    # fewer bits: the same int8 storage and kernels, the weights on fewer of its integers
+    narrower = dict(zip(("quant_min", "quant_max"), torch_weight_range(weight_bits))) if weight_bits != 8 else {}
     if per_channel:
-        weight = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        weight = tq.PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, **narrower
+        )
     else:
-        weight = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        weight = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, **narrower)
     return tq.QConfig(activation=activation, weight=weight)
 
 
 def recipe_qconfig(recipe: StaticRecipe) -> tq.QConfig:
     """The qconfig of a static recipe, for its engine."""
     return static_qconfig(
-        recipe.observer, recipe.per_channel, recipe.engine, recipe.symmetric_activations, recipe.percentile
+        recipe.observer,
+        recipe.per_channel,
+        recipe.engine,
+        recipe.symmetric_activations,
+        recipe.percentile,
+        recipe.bits(),
     )
 
 
