@@ -163,6 +163,8 @@ class StaticParams(Section):
     bias_correction: Literal["none", "fast", "full"] | None
     # cross-layer equalization of the FP32 model before any backend quantizes it (docs/recovery.md)
     equalize: bool
+    # SmoothQuant's alpha: each LayerNorm's outlier channels moved into the Linear weights that take them
+    smooth_quant: Annotated[float, Field(gt=0, lt=1)] | None
     # weights on 2**bits levels: 4 is the case where rounding to nearest fails and learned rounding wins back
     weight_bits: Literal[8, 4]
     # nearest, or learned against the calibration images (AdaRound), before the backend quantizes

@@ -27,5 +27,6 @@ CONFUSION_PLOTS = {name: f"confusion_{name}.json" for name in ("fp32", "best_int
 LAYERS_PLOT = "layers.json"  # per quantized layer: ranges and scales, PyTorch's beside recomputed
 WEIGHTS_PLOT = "weight_histograms.json"  # per layer: FP32 and int8 weights on the same bins
 SENSITIVITY_PLOT = "sensitivity.json"  # per layer: the accuracy it costs in int8
+STEPS_PLOT = "steps.json"  # per recovery step the static variant took: what leaving it out loses
 OP_TYPES_PLOT = "op_types.json"  # per op type of a runtime's quantizer: what keeping it in FP32 wins back
 DRAWS_PLOT = "draws.json"  # per calibration draw: static int8's accuracy

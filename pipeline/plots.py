@@ -182,11 +182,23 @@ def plot_sensitivity(rows: list[dict], path: Path) -> None:
 
 def plot_op_types(rows: list[dict], path: Path) -> None:
     """The accuracy each op type wins back when kept in FP32 (sensitivity), the rest as the static variant."""
-    figure, axis = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.6))
-    axis.barh([row["op_type"] for row in rows], [row["won_back"] for row in rows])
+    names, won = [row["op_type"] for row in rows], [row["won_back"] for row in rows]
+    plot_points(names, won, "Static int8 with one op type kept in FP32", "points won back (test set)", path)
+
+
+def plot_steps(rows: list[dict], path: Path) -> None:
+    """The accuracy each recovery step wins (sensitivity: the step left out, the rest of the recipe kept)."""
+    names, won = [row["step"] for row in rows], [row["wins"] for row in rows]
+    plot_points(names, won, "Static int8's recovery steps, each left out", "points the step wins (test set)", path)
+
+
+def plot_points(names: list[str], values: list[float], title: str, xlabel: str, path: Path) -> None:
+    """One horizontal bar of points per name, in the given order from the top."""
+    figure, axis = plt.subplots(figsize=(6, 0.4 * len(names) + 1.6))
+    axis.barh(names, values)
     axis.invert_yaxis()
     axis.axvline(0, color="black", lw=0.8)
-    axis.set(title="Static int8 with one op type kept in FP32", xlabel="points won back (test set)")
+    axis.set(title=title, xlabel=xlabel)
     save_figure(figure, path)
 
 

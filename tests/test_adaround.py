@@ -9,8 +9,9 @@ import torch
 from onnx import numpy_helper
 
 from pipeline.__main__ import app
-from pipeline.backends.adaround import Grid, adaround, apply, largest_per_channel, learned_integers
+from pipeline.backends.adaround import Grid, adaround, largest_per_channel, learned_integers
 from pipeline.backends.interface import Calibration
+from pipeline.backends.layer_graph import apply
 from pipeline.backends.loading import load_module
 from pipeline.backends.registry import planned
 from pipeline.errors import PipelineError
@@ -138,7 +139,7 @@ def test_the_recipe_records_the_width_and_the_rounding(tmp_path):
         ),
         (
             {"quantize.backend": "eager", "static.rounding": "adaround"},
-            r"^static.rounding: adaround learns each output",
+            r"^static.rounding: adaround needs each output channel's int8 weights",
         ),
         (
             {"quantize.backend": "onnxruntime", "static.weight_bits": 4, "onnxruntime.format": "qoperator"},

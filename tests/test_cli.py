@@ -158,6 +158,8 @@ def test_evaluate_and_report(trained, tmp_path, monkeypatch):
         assert name in figures
     # PyTorch's backends keep layers, not op types, in FP32: no op type is ranked or drawn
     assert load_json(tmp_path / "copy/reports/plots/op_types.json") == [] and "figures/op_types.png" not in figures
+    # the default recipe takes no recovery step: none is ranked or drawn
+    assert load_json(tmp_path / "copy/reports/plots/steps.json") == [] and "figures/steps.png" not in figures
     assert "static on onnxruntime" in (tmp_path / "copy/reports/summary.md").read_text()  # kernels against the file
 
 

@@ -12,13 +12,17 @@ from pipeline.backends.eager.modules import quantize_static, static_qconfig, use
 from pipeline.backends.interface import Calibration
 from pipeline.backends.loading import load_module
 from pipeline.backends.mixed_precision import fewest_float_layers
-from pipeline.backends.registry import backend_named, conversion_recipe
+from pipeline.backends.registry import backend_named, conversion_recipe, planned
+from pipeline.backends.steps import steps_applied
 from pipeline.errors import PipelineError
-from pipeline.measure.sensitivity import layer_sensitivity
+from pipeline.formats.fp32 import read_fp32
+from pipeline.measure.sensitivity import StaticVariant, layer_sensitivity, step_sensitivity
+from pipeline.measure.summary import steps_ranking_line
+from pipeline.measure.variants import accuracy_of
 from pipeline.models.architectures import accuracy
 from pipeline.params import Params
 from pipeline.safe_io import load_json
-from tests.conftest import IDX_ARCH, eager_static_recipe, save_eager, tiny_params, whole_split, write_params
+from tests.conftest import IDX_ARCH, IDX_INFO, eager_static_recipe, save_eager, tiny_params, whole_split, write_params
 from tests.test_cli import run
 
 
@@ -108,3 +112,30 @@ def test_stages_record_the_float_layers(trained, tmp_path, monkeypatch):
         "layers.4",
         "layers.6",
     }
+
+
+def test_each_recovery_step_is_ranked_by_what_leaving_it_out_loses(trained, tmp_path):
+    """Each step the static variant took, left out in turn and the rest of its recipe made again, as `static` makes
+    a variant: the points it wins are the variant's accuracy less that one's."""
+    fp32 = read_fp32(trained / "models/fp32")
+    images, labels = whole_split(trained / "data/prepared", "test")
+    calibration = Calibration(whole_split(trained / "data/prepared", "calib")[0], 2)
+    settings = {"quantize.per_channel": True, "static.equalize": True, "static.bias_correction": "fast"}
+    backend, chosen = planned(Params(**tiny_params(Path("unused"), **settings)), "static")
+
+    def made(recipe, folder: Path) -> float:
+        with steps_applied(fp32, recipe, IDX_INFO, calibration, backend) as model:
+            backend.static(model, recipe, calibration, folder, IDX_INFO)
+        return accuracy_of(folder, images, labels)
+
+    variant = made(chosen, tmp_path / "static")
+    rows = step_sensitivity(StaticVariant(tmp_path / "static", chosen, fp32, calibration, IDX_INFO, images, labels))
+    assert sorted(row["step"] for row in rows) == ["bias correction fast", "cross-layer equalization"]
+    for number, row in enumerate(rows):
+        without = made(replace(chosen, **chosen.step_removals()[row["step"]]), tmp_path / str(number))
+        assert abs(row["wins"] - (variant - without) * 100) < 1e-3, row
+    plain = replace(chosen, equalize=None, bias_correction=None)
+    assert (
+        step_sensitivity(StaticVariant(tmp_path / "static", plain, fp32, calibration, IDX_INFO, images, labels)) == []
+    )
+    assert steps_ranking_line(rows).startswith("\nStatic int8's recovery steps, points each wins (left out, the rest")

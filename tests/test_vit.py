@@ -150,7 +150,7 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     from pipeline.backends.registry import backend_named
     from pipeline.data.prepared import read_info
     from pipeline.formats.fp32 import read_fp32
-    from pipeline.measure.sensitivity import op_type_sensitivity
+    from pipeline.measure.sensitivity import StaticVariant, op_type_sensitivity
 
     fp32, data = read_fp32(vit / "models/fp32"), read_info(vit / "data/prepared")
     options = {
@@ -174,6 +174,7 @@ def test_a_runtime_ranks_the_op_types_its_static_int8_quantizes(vit, tmp_path, b
     if backend == "openvino":  # the ranking itself is the backends' common code: once is enough
         return
     images, labels = whole_split(vit / "data/prepared", "test")
-    rows = op_type_sensitivity(fp32, tmp_path / "static", recipe, calibration, data, images[:64], labels[:64])
+    variant = StaticVariant(tmp_path / "static", recipe, fp32, calibration, data, images[:64], labels[:64])
+    rows = op_type_sensitivity(variant)
     assert [row["op_type"] for row in rows] != [] and {row["op_type"] for row in rows} == set(quantized)
     assert [row["won_back"] for row in rows] == sorted((row["won_back"] for row in rows), reverse=True)

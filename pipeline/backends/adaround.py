@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import torch
 import typer
 from torch import nn
-from torch.nn import functional as F
 
 from pipeline.affine import qparams, quantize
-from pipeline.data.prepared import AnyImages, in_batches
+from pipeline.backends.layer_graph import apply, layer_inputs, weight_layers
+from pipeline.data.prepared import AnyImages
 
-LAYERS = (nn.Conv2d, nn.Linear)
 STRETCH = (-0.1, 1.1)  # the rectified sigmoid's range before clipping to [0, 1] (the paper's gamma and zeta)
 REGULARIZER = 0.01  # the rounding term's weight against the output error
 SHARPNESS = (20.0, 2.0)  # the regularizer's exponent, annealed from the first to the second
@@ -77,12 +76,6 @@ def largest_per_channel(weight: torch.Tensor) -> torch.Tensor:
     return mask.view_as(weight)
 
 
-def apply(layer: nn.Module, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if isinstance(layer, nn.Conv2d):
-        return layer._conv_forward(inputs, weight, layer.bias)
-    return F.linear(inputs, weight, layer.bias)
-
-
 def learned_integers(
     layer: nn.Module, fp32_inputs: torch.Tensor, inputs: torch.Tensor, grid: Grid, steps: int, seed: int
 ) -> torch.Tensor:
@@ -116,32 +109,6 @@ def learned_integers(
 
 
 @torch.no_grad()
-def layer_inputs(model: nn.Module, name: str, images: AnyImages) -> torch.Tensor | None:
-    """What the module `name` takes on the images, batch by batch; None where it is never called as a module."""
-    seen = []
-    hook = model.get_submodule(name).register_forward_hook(lambda module, args, output: seen.append(args[0]))
-    try:
-        for batch in in_batches(images, description=f"inputs of {name}"):
-            model(batch)
-    finally:
-        hook.remove()
-    return torch.cat(seen) if seen else None
-
-
-def roundable_layers(model: nn.Module, skip_layers=()) -> list[str]:
-    """The Conv2d and Linear modules a backend quantizes, but for those kept in FP32 and those nn.MultiheadAttention
-    computes with its own weights (its output projection)."""
-    attention = [name for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)]
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, LAYERS)
-        and name not in skip_layers
-        and not any(name.startswith(f"{owner}.") for owner in attention)
-    ]
-
-
-@torch.no_grad()
 def keep_largest(rounded: nn.Module, fp32: nn.Module, names) -> None:
     """Each channel's largest weight back to its FP32 value, which the backend finds the same scale from (and rounds
     as the rounded model did)."""
@@ -153,12 +120,13 @@ def keep_largest(rounded: nn.Module, fp32: nn.Module, names) -> None:
 def adaround(
     model: nn.Module, images: AnyImages, grid: Grid, steps: int, skip_layers=(), seed: int = 0
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """A copy of the model with every roundable layer's weights rounded as learned, in graph order, and the integers
-    each layer's weights now land on. While learning, each rounded layer holds its integers times their scales, as
-    the backend will compute it, so that each next layer learns against the inputs it will have."""
+    """A copy of the model with every roundable layer's weights rounded as learned, in the order the model holds the
+    layers (the order they run in, in the CNNs here and torchvision's), and the integers each layer's weights now
+    land on. While learning, each rounded layer holds its integers times their scales, as the backend will compute
+    it, so that each next layer learns against the inputs it will have."""
     fp32, model = model.eval(), copy.deepcopy(model).eval()
     learned, started = {}, time.perf_counter()
-    for number, name in enumerate(roundable_layers(model, skip_layers)):
+    for number, name in enumerate(weight_layers(model, skip_layers)):
         inputs = layer_inputs(model, name, images)
         if inputs is None:
             continue

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.backends.layer_graph import LAYERS, NORMS, module_of, only_user, traced
 
-LAYERS = (nn.Conv2d, nn.Linear)
-NORMS = (nn.BatchNorm2d, nn.BatchNorm1d)
 # channel by channel, and commuting with a positive scale: what may stand between the ReLU and the second layer
 PASSING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
 RELUS = (torch.relu, torch.nn.functional.relu)
@@ -42,16 +40,6 @@ def is_relu(node: torch.fx.Node, modules: dict) -> bool:
     return (node.op == "call_function" and node.target in RELUS) or (node.op == "call_method" and node.target == "relu")
 
 
-def only_user(node: torch.fx.Node) -> torch.fx.Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
-def module_of(node: torch.fx.Node | None, modules: dict, kinds: tuple) -> nn.Module | None:
-    if node is not None and node.op == "call_module" and isinstance(modules[node.target], kinds):
-        return modules[node.target]
-    return None
-
-
 def is_depthwise(layer: nn.Module) -> bool:
     """A grouped convolution whose input channel i is filter i alone (`fits` admits no other grouping)."""
     return isinstance(layer, nn.Conv2d) and layer.groups > 1
@@ -69,12 +57,7 @@ def fits(first: nn.Module, second: nn.Module) -> bool:
 
 def find_pairs(model: nn.Module) -> tuple[list[Pair], list[str]]:
     """The pairs equalization can scale, and the Conv2d and Linear layers in none."""
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as error:  # tracing runs the model's Python; any of its errors means no graph to read
-        raise PipelineError(
-            f"static.equalize: {type(model).__name__} cannot be traced to find its layer pairs ({error})"
-        ) from None
+    graph = traced(model, "static.equalize")
     modules = dict(model.named_modules())
     pairs = []
     for node in graph.nodes:

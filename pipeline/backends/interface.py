@@ -92,6 +92,12 @@ class Backend:
             "state; use quantize.backend: eager, pt2e or onnxruntime"
         )
 
+    def projects_correction(self, recipe: StaticRecipe) -> str | None:
+        """The bias correction (fast or full) the project's own steps carry out before this backend quantizes
+        (`pipeline.backends.bias_correction`): one the recipe asks for that the backend's quantizer does not."""
+        correction = recipe.bias_correction
+        return correction if correction in ("fast", "full") and correction not in self.bias_corrections else None
+
     def dynamic(self, fp32: Fp32Model, recipe: DynamicRecipe, folder: Path, data: DataInfo) -> None:
         raise NotImplementedError
 

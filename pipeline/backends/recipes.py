@@ -85,6 +85,9 @@ class DynamicRecipe(Recipe):
     per_channel: bool
 
 
+ADAROUND_FIELDS = ("rounding", "adaround_iterations")
+
+
 @dataclass(frozen=True)
 class StaticRecipe(Recipe):
     method: ClassVar[str] = "static"
@@ -97,15 +100,26 @@ class StaticRecipe(Recipe):
     percentile: float | None = None  # the percentile observer's share of activations, in %
     bias_correction: str | None = None  # none, fast or full; None: the backend's default
     equalize: bool | None = None  # True: the FP32 model equalized first (None, not False, so files record it only then)
+    smooth_quant: float | None = None  # SmoothQuant's alpha, where the FP32 model was smoothed first
     weight_bits: int | None = None  # 4: weights on 16 levels; None: the backend's 8 bits
     rounding: str | None = None  # adaround: weights rounded as learned on the calibration images; None: nearest
     adaround_iterations: int | None = None  # adaround: optimizer steps per layer
 
     def recovery_steps(self) -> list[str]:
         """The steps taken to win accuracy back, as the summary names them."""
-        steps = ["cross-layer equalization"] if self.equalize else []
-        steps += [f"AdaRound ({self.adaround_iterations} steps a layer)"] if self.rounding else []
-        return steps + ([f"bias correction {self.bias_correction}"] if self.bias_correction else [])
+        return list(self.step_removals())
+
+    def step_removals(self) -> dict[str, dict]:
+        """Each step taken, by the name the summary gives it, with the recipe fields that leave it out."""
+        steps = {"cross-layer equalization": {"equalize": None}} if self.equalize else {}
+        if self.smooth_quant:
+            steps[f"SmoothQuant (alpha {self.smooth_quant})"] = {"smooth_quant": None}
+        if self.rounding:
+            steps[f"AdaRound ({self.adaround_iterations} steps a layer)"] = dict.fromkeys(ADAROUND_FIELDS)
+        if self.bias_correction not in (None, "none"):
+            # left out: none, not null, which is the backend's default (fast on openvino)
+            steps[f"bias correction {self.bias_correction}"] = {"bias_correction": "none"}
+        return steps
 
     def bits(self) -> int:
         """How many bits the weights are rounded to."""

@@ -93,6 +93,7 @@ def transform_steps(params: Params) -> dict:
     iterations = static.adaround_iterations  # read whatever the rounding: dvc.yaml lists it for when it is adaround
     return {
         "equalize": static.equalize or None,
+        "smooth_quant": static.smooth_quant,
         "rounding": static.rounding if adaround else None,
         "adaround_iterations": iterations if adaround else None,
     }
@@ -134,17 +135,13 @@ def planned(params: Params, method: str) -> tuple[Backend, Recipe]:
 
 def check_steps(backend: Backend, recipe: StaticRecipe) -> None:
     """Refuse, in one line naming the key, a recovery step or weight width the backend cannot carry out."""
-    correction = recipe.bias_correction
-    if correction is not None and correction not in backend.bias_corrections:
-        does = f"it does {', '.join(backend.bias_corrections)}" if backend.bias_corrections else "it has none"
-        raise PipelineError(
-            f"static.bias_correction: {correction} is not a bias correction the {backend.name} backend does ({does}); "
-            "null leaves it to the backend"
-        )
-    if recipe.weight_bits or recipe.rounding:
+    own = backend.projects_correction(recipe)
+    if recipe.weight_bits or recipe.rounding or own:
         backend.weight_range(recipe)  # refuses where the backend cannot make or state its weights' integers
-    if recipe.rounding and not recipe.per_channel:
+    if (recipe.rounding or own) and not recipe.per_channel:
+        key = "static.rounding" if recipe.rounding else "static.bias_correction"
         raise PipelineError(
-            "static.rounding: adaround learns each output channel's rounding on that channel's own scale, which "
-            "batch-norm folding leaves as it was only for per-channel weights; set quantize.per_channel: true"
+            f"{key}: {getattr(recipe, key.split('.')[1])} needs each output channel's int8 weights on that "
+            "channel's own scale, which batch-norm folding leaves as they were only for per-channel weights; set "
+            "quantize.per_channel: true"
         )

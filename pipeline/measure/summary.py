@@ -87,6 +87,14 @@ def draws_line(draws: dict) -> str:
     )
 
 
+def steps_ranking_line(rows: list[dict]) -> str:
+    """What each recovery step wins, most first (sensitivity: the step left out, the rest of the recipe kept)."""
+    if not rows:
+        return ""
+    won = ", ".join(f"{row['step']} {row['wins']:+.2f}" for row in rows)
+    return f"\nStatic int8's recovery steps, points each wins (left out, the rest kept): {won}.\n"
+
+
 def op_types_line(rows: list[dict]) -> str:
     """What keeping each op type in FP32 wins back, most first."""
     if not rows:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.measure.summary import draws_line, kernels_line, op_types_line, summary_markdown
+from pipeline.measure.summary import draws_line, kernels_line, op_types_line, steps_ranking_line, summary_markdown
 from pipeline.paths import (
     CHANGES_PLOT,
     CONFUSION_PLOTS,
@@ -19,6 +19,7 @@ from pipeline.paths import (
     OP_TYPES_PLOT,
     PLOTS_DIR,
     SENSITIVITY_PLOT,
+    STEPS_PLOT,
     TRAINING_PLOT,
     VARIANTS_PLOT,
     WEIGHTS_PLOT,
@@ -58,6 +59,10 @@ def command(
     draws = load_json(draws_file)["static"]
     static_accuracy = metrics["static"]["accuracy"]
     plots.plot_draws(data(DRAWS_PLOT), draws["fp32_accuracy"], static_accuracy, figures_dir / "draws.png")
-    summary = summary_markdown(metrics) + draws_line(draws) + op_types_line(op_types) + kernels_line(metrics)
+    steps = data(STEPS_PLOT)
+    if steps:  # a static variant that took recovery steps (sensitivity)
+        plots.plot_steps(steps, figures_dir / "steps.png")
+    lines = draws_line(draws) + op_types_line(op_types) + steps_ranking_line(steps)
+    summary = summary_markdown(metrics) + lines + kernels_line(metrics)
     save_text(summary, summary_out)
     typer.echo(summary)
