@@ -142,6 +142,10 @@ def test_the_recipe_records_the_width_and_the_rounding(tmp_path):
             r"^static.rounding: adaround needs each output channel's int8 weights",
         ),
         (
+            {"quantize.backend": "pt2e", "static.weight_bits": 4, "static.bias_correction": "fast"},
+            r"^static.bias_correction: NNCF's pt2e flow makes 8-bit weights whatever the quantizer asks",
+        ),
+        (
             {"quantize.backend": "onnxruntime", "static.weight_bits": 4, "onnxruntime.format": "qoperator"},
             r"^static.weight_bits: ONNX Runtime makes 4-bit weights signed \(int4\) and in QDQ format only",
         ),
