@@ -8,7 +8,8 @@ per output channel), the shift on the calibration images is measured and taken o
 input statistics measured, as their empirical variant):
 
 - `fast`: shift = mean over the images of (W_int8 - W) x, with x the FP32 model's input to the layer: every layer
-  on its own (NNCF's FastBiasCorrection measures on FP32 inputs alike);
+  on its own, from one pass that averages each layer's inputs (the shift is linear in them; NNCF's
+  FastBiasCorrection measures on FP32 inputs alike);
 - `full`: shift = mean of W_int8 x' minus mean of W x, layer by layer in the order the model holds them (the order
   they run in, in the CNNs here and torchvision's), with x' what the layers before it give with their int8 weights
   and corrected biases: each layer also takes off the shift the layers before it leave (NNCF's BiasCorrection
@@ -26,7 +27,7 @@ from torch import nn
 
 from pipeline.backends.adaround import Grid
 from pipeline.backends.layer_graph import apply, layer_inputs, norms_after, weight_layers
-from pipeline.data.prepared import AnyImages
+from pipeline.data.prepared import AnyImages, in_batches
 
 
 def channel_means(layer: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
@@ -42,6 +43,29 @@ def shift(layer: nn.Module, grid: Grid, inputs: torch.Tensor, fp32_inputs: torch
     rounded = grid.nearest(layer.weight) * grid.scales(layer.weight)
     int8_means = channel_means(layer, apply(layer, inputs, rounded))
     return int8_means - channel_means(layer, apply(layer, fp32_inputs, layer.weight))
+
+
+@torch.no_grad()
+def mean_inputs(model: nn.Module, names: list[str], images: AnyImages) -> dict[str, torch.Tensor]:
+    """Each named module's input averaged over the images (one pass), as a batch of one; modules never called as
+    modules are left out."""
+    sums, counts = {}, {}
+
+    def record(name):
+        def hook(module, args, output):
+            sums[name] = sums.get(name, 0) + args[0].sum(0, keepdim=True)
+            counts[name] = counts.get(name, 0) + len(args[0])
+
+        return hook
+
+    hooks = [model.get_submodule(name).register_forward_hook(record(name)) for name in names]
+    try:
+        for batch in in_batches(images, description="layer inputs"):
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: sums[name] / counts[name] for name in sums}
 
 
 @torch.no_grad()
@@ -66,9 +90,12 @@ def correct_biases(
     norms = norms_after(model, "static.bias_correction")
     # full: a copy whose corrected layers hold their int8 weights, for the inputs the next layers will have
     simulated = copy.deepcopy(model) if mode == "full" else fp32
+    names = weight_layers(model, skip_layers)
+    # fast: each layer's shift is linear in its inputs, so their mean over the images, from one pass, gives it
+    means = mean_inputs(fp32, names, images) if mode == "fast" else {}
     shifts = {}
-    for name in weight_layers(model, skip_layers):
-        fp32_inputs = layer_inputs(fp32, name, images)
+    for name in names:
+        fp32_inputs = means.get(name) if mode == "fast" else layer_inputs(fp32, name, images)
         if fp32_inputs is None:
             continue
         layer = model.get_submodule(name)
