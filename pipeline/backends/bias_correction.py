@@ -26,8 +26,8 @@ import typer
 from torch import nn
 
 from pipeline.backends.adaround import Grid
-from pipeline.backends.layer_graph import apply, layer_inputs, norms_after, weight_layers
-from pipeline.data.prepared import AnyImages, in_batches
+from pipeline.backends.layer_graph import apply, hooked_pass, layer_inputs, norms_after, weight_layers
+from pipeline.data.prepared import AnyImages
 
 
 def channel_means(layer: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
@@ -51,20 +51,11 @@ def mean_inputs(model: nn.Module, names: list[str], images: AnyImages) -> dict[s
     modules are left out."""
     sums, counts = {}, {}
 
-    def record(name):
-        def hook(module, args, output):
-            sums[name] = sums.get(name, 0) + args[0].sum(0, keepdim=True)
-            counts[name] = counts.get(name, 0) + len(args[0])
+    def record(name, inputs, output):
+        sums[name] = sums.get(name, 0) + inputs.sum(0, keepdim=True)
+        counts[name] = counts.get(name, 0) + len(inputs)
 
-        return hook
-
-    hooks = [model.get_submodule(name).register_forward_hook(record(name)) for name in names]
-    try:
-        for batch in in_batches(images, description="layer inputs"):
-            model(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    hooked_pass(model, names, images, record)
     return {name: sums[name] / counts[name] for name in sums}
 
 

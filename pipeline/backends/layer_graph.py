@@ -39,24 +39,32 @@ def layer_inputs(model: nn.Module, name: str, images: AnyImages) -> torch.Tensor
 
 
 @torch.no_grad()
-def layer_outputs_max(model: nn.Module, names: list[str], images: AnyImages) -> dict[str, torch.Tensor]:
-    """Each named module's largest |output| per channel (the last dimension) over the images."""
-    found = {}
-
-    def record(name):
-        def hook(module, args, output):
-            largest = output.detach().abs().flatten(0, -2).amax(0)
-            found[name] = torch.maximum(found[name], largest) if name in found else largest
-
-        return hook
-
-    hooks = [model.get_submodule(name).register_forward_hook(record(name)) for name in names]
+def hooked_pass(model: nn.Module, names: list[str], images: AnyImages, record) -> None:
+    """One pass of the images through the model, `record(name, inputs, output)` called at each named module's
+    every call."""
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda module, args, output, name=name: record(name, args[0], output)
+        )
+        for name in names
+    ]
     try:
-        for batch in in_batches(images, description="activation ranges"):
+        for batch in in_batches(images, description="layer statistics"):
             model(batch)
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def layer_outputs_max(model: nn.Module, names: list[str], images: AnyImages) -> dict[str, torch.Tensor]:
+    """Each named module's largest |output| per channel (the last dimension) over the images."""
+    found = {}
+
+    def record(name, inputs, output):
+        largest = output.detach().abs().flatten(0, -2).amax(0)
+        found[name] = torch.maximum(found[name], largest) if name in found else largest
+
+    hooked_pass(model, names, images, record)
     return found
 
 
