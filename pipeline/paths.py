@@ -15,6 +15,7 @@ VARIANTS = {"fp32": FP32_MODEL, **INT8_MODELS}  # every model evaluate measures
 METRICS_FILE = Path("reports/metrics.json")  # evaluate: the headline figures DVC lists (`dvc exp show`, `metrics diff`)
 DETAILS_FILE = Path("reports/details.json")  # evaluate -> report: every figure measured, and what it was measured on
 DRAWS_FILE = Path("reports/draws.json")  # draws -> report: static int8's accuracy over calibration subsets
+CONVERSION_FILE = Path("reports/conversion.json")  # static -> results tables: the seconds making static int8 took
 
 # The plot data: train, evaluate, layers, sensitivity and draws -> report, and DVC's plots (dvc.yaml). One file per
 # plot, named inside PLOTS_DIR; every row of a file has the same fields.

@@ -86,10 +86,26 @@ def test_repro_runs_every_stage_then_nothing(repo):
     assert details["static"]["fusion"]["unfused_vs_fused"]["batch_16"] > 0  # eager int8, fused and not
     assert (repo / "reports/figures/accuracy_vs_size.png").stat().st_size > 1000
     assert json.loads((repo / "reports/affine.json").read_text())["weight_int8_diff"] == 0
+    assert json.loads((repo / "reports/conversion.json").read_text())["static"]["seconds"] > 0
     draws = json.loads((repo / "reports/draws.json").read_text())["static"]  # tiny params: two draws
     assert draws["draws"] == 2 and draws["accuracy"]["min"] <= draws["accuracy"]["mean"] <= draws["accuracy"]["max"]
     assert "other draws of the calibration images" in (repo / "reports/summary.md").read_text()
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=repo)
+
+
+def test_training_met_before_is_restored_not_run_again(repo):
+    """DVC's run-cache keeps the train stage (its history is a plot output, which the run-cache allows, unlike a
+    plain uncached one): settings trained before restore their model instead of training it again, as the
+    experiments of a results set that share one model do."""
+    original = (repo / "params.yaml").read_text()
+    params = YAML(typ="safe").load(original)
+    params["train"]["epochs"] += 1
+    write_params(repo / "params.yaml", params)
+    assert "Running stage 'train'" in sh("dvc", "repro", "train", cwd=repo)
+    (repo / "params.yaml").write_text(original)
+    log = sh("dvc", "repro", "train", cwd=repo)
+    assert "Stage 'train' is cached - skipping run" in log and "Running stage 'train'" not in log
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repo)
 
 
 def pipeline_outputs(repo) -> dict[str, str]:
@@ -184,8 +200,9 @@ def test_every_plot_renders_and_diffs_across_experiments(repo):
     """Every plot dvc.yaml defines renders in `dvc plots show`, and in `dvc plots diff` between the eager baseline
     (HEAD) and the onnxruntime experiment of the test above (the workspace), with the rows of both revisions; DVC
     lists no error. A plot file with rows of two shapes, say, makes DVC fail to render it and list an error."""
-    plots = YAML(typ="safe").load((repo / "dvc.yaml").read_text())["plots"]
-    drawn = [next(iter(plot)) for plot in plots if isinstance(plot, dict)]  # the rest are the report's PNG figures
+    pipeline = YAML(typ="safe").load((repo / "dvc.yaml").read_text())
+    drawn = [next(iter(plot)) for plot in pipeline["plots"] if isinstance(plot, dict)]  # the rest: the report's PNGs
+    drawn += [next(iter(plot)) for stage in pipeline["stages"].values() for plot in stage.get("plots", [])]
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo))
     assert not shown.get("errors") and set(drawn) <= set(rendered_plots(shown))
     diff = json.loads(sh("dvc", "plots", "diff", "HEAD", "--json", cwd=repo))

@@ -18,22 +18,23 @@ from pipeline.measure.result_tables import (
     render,
     replace_block,
 )
-from pipeline.paths import DETAILS_FILE, METRICS_FILE
-from pipeline.safe_io import load_json
+from pipeline.paths import CONVERSION_FILE, DETAILS_FILE, METRICS_FILE
+from pipeline.safe_io import load_json, save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def committed_run(settings: list[str]) -> Experiment:
+def committed_run(settings: list[str], conversion: dict | None = None) -> Experiment:
     """The default run's committed metrics, as an experiment."""
     metrics, details = load_json(ROOT / METRICS_FILE), load_json(ROOT / DETAILS_FILE)
-    return Experiment(settings, metrics, details, commit="abc1234", day=date(2026, 12, 2))
+    return Experiment(settings, metrics, details, conversion, commit="abc1234", day=date(2026, 12, 2))
 
 
 def test_tables_hold_each_run_s_figures_and_the_machine():
-    experiment = committed_run(["quantize.backend=pt2e"])
-    results = ResultSet("demo", Path("page.md"), {"one": experiment.settings})
-    text = render(results, {"one": experiment})
+    experiment = committed_run(["quantize.backend=pt2e"], conversion={"static": {"seconds": 12.7}})
+    older = committed_run(["quantize.backend=eager"])  # made before static's seconds were kept
+    results = ResultSet("demo", Path("page.md"), {"one": experiment.settings, "two": older.settings})
+    text = render(results, {"one": experiment, "two": older})
     static = experiment.metrics["static"]
     low, high = (end * 100 for end in static["vs_fp32"]["accuracy_change_ci95"])
     assert (
@@ -44,6 +45,8 @@ def test_tables_hold_each_run_s_figures_and_the_machine():
     assert f"{experiment.details['static']['deploy_size_bytes'] / 1000:.1f} KB" in text
     assert experiment.details["environment"]["cpu_model"] in text
     assert "| one | `quantize.backend=pt2e` |" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| one | `", "| two | `"))]
+    assert rows[0].endswith("| 13 s |") and rows[1].endswith("| not kept |")
     assert "commit abc1234, run 2026-12-02" in text
 
 
@@ -126,3 +129,21 @@ def test_an_experiment_without_its_reports_or_a_folder_outside_git_is_one_line(t
     results = ResultSet("demo", Path("page.md"), {"one": []})
     with pytest.raises(PipelineError, match=rf"^`git show refs/exps/ab/cdef/demo-one:{METRICS_FILE}` failed \(fatal: "):
         read_experiment(results, "one", newest_refs())
+
+
+def test_an_experiment_s_seconds_are_read_where_it_kept_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "--quiet"], check=True)
+    commit = ["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "--quiet", "--allow-empty", "-m", "x"]
+    subprocess.run(commit, check=True)  # the baseline an experiment's commit has as parent
+    results = ResultSet("demo", Path("page.md"), {"one": []})
+    kept = []
+    for conversion in (None, {"static": {"seconds": 3.5}}):
+        for path, obj in ((METRICS_FILE, {}), (DETAILS_FILE, {}), (CONVERSION_FILE, conversion)):
+            if obj is not None:
+                save_json(obj, path)
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run(commit, check=True)
+        subprocess.run(["git", "update-ref", "refs/exps/ab/cdef/demo-one", "HEAD"], check=True)
+        kept.append(read_experiment(results, "one", newest_refs()).conversion)
+    assert kept == [None, {"static": {"seconds": 3.5}}]

@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.markdown import change_cell, table
 from pipeline.measure.machine import machine_line
 from pipeline.params import Schema, describe, load_yaml
-from pipeline.paths import DETAILS_FILE, INT8_MODELS, METRICS_FILE
+from pipeline.paths import CONVERSION_FILE, DETAILS_FILE, INT8_MODELS, METRICS_FILE
 
 SETS_FILE = Path("docs/results.yaml")
 INT8 = list(INT8_MODELS)
@@ -41,6 +41,7 @@ class Experiment:
     settings: list[str]
     metrics: dict  # metrics.json: the headline figures
     details: dict  # details.json: every figure, and the machine
+    conversion: dict | None  # conversion.json: the seconds static int8 took (None: made before it was kept)
     commit: str  # the commit the experiment ran on
     day: date
 
@@ -114,9 +115,14 @@ def read_experiment(results: ResultSet, run: str, refs: dict[str, str]) -> Exper
         settings=results.runs[run],
         metrics=json.loads(git("show", f"{ref}:{METRICS_FILE}")),
         details=json.loads(git("show", f"{ref}:{DETAILS_FILE}")),
+        conversion=json.loads(git("show", f"{ref}:{CONVERSION_FILE}")) if has_file(ref, CONVERSION_FILE) else None,
         commit=git("rev-parse", "--short", f"{ref}^"),
         day=date.fromisoformat(git("log", "-1", "--format=%cs", ref)),
     )
+
+
+def has_file(ref: str, path: Path) -> bool:
+    return bool(git("ls-tree", "--name-only", ref, str(path)))
 
 
 def render(results: ResultSet, experiments: dict[str, Experiment]) -> str:
@@ -133,8 +139,9 @@ def render(results: ResultSet, experiments: dict[str, Experiment]) -> str:
     sections = [
         source,
         "Accuracy on the test set, and each int8 variant's change against FP32 in points with its 95% interval "
-        "(paired bootstrap over the test images):",
-        "\n".join(table(["run", "settings", "fp32", *INT8], accuracy_rows(experiments))),
+        "(paired bootstrap over the test images); the last column is the seconds `static` took to make static "
+        "int8, its recipe's steps included, on the machine named above:",
+        "\n".join(table(["run", "settings", "fp32", *INT8, "static took"], accuracy_rows(experiments))),
         "Speed: times faster than the fastest FP32 form on any runtime, at each timed batch size, each model in "
         "its fastest form; the last column is the fastest int8 of the three:",
         "\n".join(speed_table(experiments)),
@@ -164,7 +171,8 @@ def accuracy_rows(experiments: dict[str, Experiment]) -> list[list[str]]:
             f"{metrics[name]['accuracy']:.4f}, {change_cell(metrics[name]['vs_fp32'])}" if name in metrics else LEFT_OUT
             for name in INT8
         ]
-        rows.append([run, settings_cell(experiment.settings), f"{metrics['fp32']['accuracy']:.4f}", *cells])
+        took = f"{experiment.conversion['static']['seconds']:.0f} s" if experiment.conversion else "not kept"
+        rows.append([run, settings_cell(experiment.settings), f"{metrics['fp32']['accuracy']:.4f}", *cells, took])
     return rows
 
 

@@ -3,6 +3,7 @@
 python -m pipeline static
 """
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from pipeline.data.prepared import load_split, read_info
 from pipeline.errors import PipelineError
 from pipeline.formats.fp32 import read_fp32
 from pipeline.params import PARAMS_FILE, ParamsOption, load_params
-from pipeline.paths import FP32_MODEL, INT8_MODELS, PREPARED_DIR
+from pipeline.paths import CONVERSION_FILE, FP32_MODEL, INT8_MODELS, PREPARED_DIR
+from pipeline.safe_io import save_json
 
 
 def command(
@@ -24,6 +26,7 @@ def command(
     model_file: Path = typer.Option(FP32_MODEL, "--model", help="FP32 checkpoint to quantize"),
     data_dir: Path = typer.Option(PREPARED_DIR, "--data", help="the prepared data"),
     out: Path = typer.Option(INT8_MODELS["static"], "--out", help="folder for the int8 model"),
+    seconds_file: Path = typer.Option(CONVERSION_FILE, "--seconds", help="JSON file for the seconds it took"),
 ) -> None:
     """Fuse, calibrate and convert the FP32 model to static int8."""
     params = load_params(params_file)
@@ -36,6 +39,7 @@ def command(
             f"calibration.batches: {batches} batches cannot be made of {len(images)} calibration images"
         )
     calibration, data = Calibration(images, batches), read_info(data_dir)
+    started = time.perf_counter()  # the method's cost: its steps, calibration and conversion, not loading files
     with steps_applied(fp32, recipe, data, calibration, backend) as model:
         if recipe.max_accuracy_drop is not None:
             conversion = backend.conversion(model.module, recipe, calibration)
@@ -43,3 +47,6 @@ def command(
             typer.echo(f"kept in FP32 to lose at most {recipe.max_accuracy_drop} points: {kept or 'none'}")
             recipe = replace(recipe, skip_layers=tuple(kept))
         backend.static(model, recipe, calibration, out, data)
+    seconds = time.perf_counter() - started
+    save_json({"static": {"seconds": round(seconds, 1)}}, seconds_file)
+    typer.echo(f"static int8 made in {seconds:.1f} s")
