@@ -30,7 +30,7 @@ from aimet_torch.quantsim import QuantizationSimModel
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from peers.scored import change_line
+from peers.scored import change_line, test_split
 from pipeline.data.prepared import load_split
 from pipeline.formats.fp32 import read_fp32
 from pipeline.measure.accuracy import logits
@@ -99,9 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     fp32 = read_fp32(args.workspace / "models/fp32")
     calibration, _ = load_split(args.workspace / "data/prepared", "calib")
-    test, labels = load_split(args.workspace / "data/prepared", "test")
-    if args.test_images:
-        test, labels = test[: args.test_images], labels[: args.test_images]
+    test, labels = test_split(args.workspace, args.test_images)
     batches = list(calibration[:].split(32))
     reference = logits(fp32.module, test).argmax(1) == labels
     print(f"fp32 {reference.float().mean().item():.4f}", flush=True)

@@ -18,16 +18,17 @@ A workspace: the project's checkout with `dvc repro evaluate` run on the setting
 import argparse
 import tempfile
 import time
+from functools import partialmethod
 from pathlib import Path
 
 import onnxruntime.quantization as quantization
 from neural_compressor.adaptor.ox_utils.smooth_quant import ORTSmoothQuant
 
-from peers.scored import change_line
+from peers.scored import change_line, test_split
 from pipeline.backends.interface import Calibration
 from pipeline.backends.onnxruntime_quantizer import quantize_static
 from pipeline.backends.registry import planned
-from pipeline.data.prepared import load_split
+from pipeline.data.prepared import load_split, outputs_in_batches
 from pipeline.formats.fp32 import read_fp32
 from pipeline.params import load_params
 from pipeline.runtimes import onnxruntime_runnable
@@ -40,14 +41,13 @@ class ListReader:
 
     def __init__(self, reader):
         self.batches = list(iter(reader.get_next, None))
-        self.place = 0
+        self.unread = iter(self.batches)
 
     def __iter__(self):
         return iter(self.batches)
 
     def get_next(self):
-        self.place += 1
-        return self.batches[self.place - 1] if self.place <= len(self.batches) else None
+        return next(self.unread, None)
 
 
 def with_smooth_quant(alpha: float):
@@ -55,13 +55,6 @@ def with_smooth_quant(alpha: float):
         extra = {**options.pop("extra_options"), "SmoothQuant": True, "SmoothQuantAlpha": alpha}
         # neural-compressor reads a path given as str only
         return ORT_QUANTIZE_STATIC(str(model), output, ListReader(reader), extra_options=extra, **options)
-
-    return call
-
-
-def matmul_only(transform):
-    def call(self, alpha=0.5, folding=True, percentile=99.999, op_types=None, **rest):
-        return transform(self, alpha, folding, percentile, ["Gemm", "MatMul"], **rest)
 
     return call
 
@@ -74,18 +67,15 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=0, help="0: all")
     args = parser.parse_args()
     if args.matmul_only:
-        ORTSmoothQuant.transform = matmul_only(ORTSmoothQuant.transform)
+        ORTSmoothQuant.transform = partialmethod(ORTSmoothQuant.transform, op_types=["Gemm", "MatMul"])
     params = load_params(args.workspace / "params.yaml")
     _, recipe = planned(params, "static")
     fp32 = read_fp32(args.workspace / "models/fp32")
     images, _ = load_split(args.workspace / "data/prepared", "calib")
-    test, labels = load_split(args.workspace / "data/prepared", "test")
-    if args.test_images:
-        test, labels = test[: args.test_images], labels[: args.test_images]
-    test_inputs = test[:]
+    test, labels = test_split(args.workspace, args.test_images)
 
     def correct(path: Path):
-        return onnxruntime_runnable(path, 2)(test_inputs).argmax(1) == labels
+        return outputs_in_batches(onnxruntime_runnable(path, 2), test).argmax(1) == labels
 
     reference = correct(fp32.onnx_file)
     print(f"fp32 {reference.float().mean().item():.4f}", flush=True)
